@@ -1,0 +1,178 @@
+"""What every runner shares: settings from config parameters, device and dtype choice,
+input decoding, and the inference-mode generate call."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, ClassVar, Sequence
+
+from PIL import Image
+
+from ..errors import InvalidInput
+from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
+from ..weights.layout import model_dir
+
+log = logging.getLogger("i2tt_server")
+
+MAX_TEXT_CHARS = 100_000  # beyond this a TEXT/PROMPT is refused rather than tokenised
+
+
+@dataclasses.dataclass
+class Settings:
+    """Settings every runner reads from its config.pbtxt parameters (all strings there)."""
+
+    weights: str = ""
+    weights_root: str = ""  # empty: $I2TT_WEIGHTS, else the per-user cache
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    max_new_tokens: int = 30
+    num_beams: int = 1
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    torch_threads: int = 0  # 0: torch's default
+    warmup: bool = True
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]):
+        """Typed settings from string parameters; unknown keys are an error (typos fail loudly)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}; known: {sorted(fields)}")
+        values = {}
+        for key, raw in params.items():
+            kind = type(fields[key].default)
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(f"parameter {key} must be true or false, not {raw!r}")
+                values[key] = raw.lower() in ("true", "1", "yes")
+            else:
+                values[key] = kind(raw)
+        return cls(**values)
+
+
+def pick_device(requested: str = "auto", instance_kind: str = "", device_id: int = 0):
+    import torch
+
+    if requested != "auto":
+        return torch.device(requested)
+    if instance_kind.upper() != "CPU" and torch.cuda.is_available():
+        return torch.device("cuda", device_id)
+    return torch.device("cpu")
+
+
+def pick_dtype(device, requested: str, gpu_dtype: str):
+    import torch
+
+    name = requested if requested != "auto" else (gpu_dtype if device.type == "cuda" else "float32")
+    return getattr(torch, name)
+
+
+class Runner:
+    """Base class: subclasses set the class attributes and implement load/parse_one/infer."""
+
+    name: ClassVar[str]  # the Triton model name it serves
+    inputs: ClassVar[tuple[str, ...]]  # first one required, the rest optional
+    outputs: ClassVar[tuple[str, ...]]
+    settings_class: ClassVar[type[Settings]] = Settings
+    gpu_dtype: ClassVar[str] = "float16"
+
+    def __init__(self, settings: Settings, instance_kind: str = "", device_id: int = 0):
+        import torch
+
+        self.settings = settings
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.device = pick_device(settings.device, instance_kind, device_id)
+        self.dtype = pick_dtype(self.device, settings.dtype, self.gpu_dtype)
+        self.path = model_dir(settings.weights, settings.weights_root or None)
+        if not (self.path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{self.name}: no weights at {self.path} (run `i2tt-server fetch-weights` "
+                f"or `i2tt-server make-test-weights`, or set $I2TT_WEIGHTS)")
+        log.info("%s: loading %s on %s as %s", self.name, self.path, self.device, self.dtype)
+        self.load()
+        if settings.warmup:
+            self.infer(self.warmup_items())
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str], **kwargs):
+        return cls(cls.settings_class.from_parameters(params), **kwargs)
+
+    # -- to implement -------------------------------------------------------------------
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def parse_one(self, values: dict[str, bytes]) -> Any:
+        """One item from its raw input bytes (optional inputs absent); raises InvalidInput."""
+        raise NotImplementedError
+
+    def infer(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """All items in as few batched generate calls as parity allows; one dict per item."""
+        raise NotImplementedError
+
+    def warmup_items(self) -> list[Any]:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------
+    def parse(self, tensors: dict[str, list[bytes] | None]) -> list[Any]:
+        """Items of one request: ``tensors`` maps input name -> its values (None if absent)."""
+        first = tensors.get(self.inputs[0])
+        if first is None:
+            raise InvalidInput(f"{self.inputs[0]} is required")
+        for name, values in tensors.items():
+            if values is not None and len(values) != len(first):
+                raise InvalidInput(f"{name} has {len(values)} values but "
+                                   f"{self.inputs[0]} has {len(first)}")
+        return [self.parse_one({name: values[i] for name, values in tensors.items()
+                                if values is not None})
+                for i in range(len(first))]
+
+    def image(self, data: bytes, name: str = "IMAGE") -> Image.Image:
+        return decode_image(data, self.settings.max_image_bytes,
+                            self.settings.max_image_pixels, name)
+
+    def generate(self, model, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return model.generate(max_new_tokens=self.settings.max_new_tokens,
+                                  num_beams=self.settings.num_beams, do_sample=False, **kwargs)
+
+    def to_device(self, batch):
+        """Move a processor's output to the device, floating tensors in the model dtype."""
+        return {key: (value.to(self.device, self.dtype) if value.is_floating_point()
+                      else value.to(self.device))
+                for key, value in batch.items()}
+
+
+def text(data: bytes | None, name: str, required: bool = True) -> str | None:
+    """Decode a UTF-8 text input; empty means absent for optional inputs."""
+    if data is None or data == b"":
+        if required:
+            raise InvalidInput(f"{name} is empty")
+        return None
+    if len(data) > MAX_TEXT_CHARS * 4:
+        raise InvalidInput(f"{name} is {len(data)} bytes, over the limit")
+    try:
+        value = data.decode("utf-8") if isinstance(data, bytes) else str(data)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{name} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not value.strip():
+        if required:
+            raise InvalidInput(f"{name} is blank")
+        return None
+    if "\x00" in value:
+        raise InvalidInput(f"{name} contains a NUL character")
+    return value
+
+
+def gray_image(size: int = 64) -> Image.Image:
+    """A stand-in image for warmup."""
+    return Image.new("RGB", (size, size), (127, 127, 127))
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

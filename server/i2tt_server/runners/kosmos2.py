@@ -1,0 +1,78 @@
+"""Kosmos-2 grounded captioning: a caption plus the phrases in it with their boxes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import NamedTuple
+
+from PIL import Image
+
+from ..batching import group_indices
+from .base import Runner, Settings, gray_image, text
+
+DEFAULT_PROMPT = "<grounding>An image of"
+
+
+@dataclasses.dataclass
+class Kosmos2Settings(Settings):
+    weights: str = "kosmos-2"
+    max_new_tokens: int = 64
+
+
+class Kosmos2Item(NamedTuple):
+    image: Image.Image
+    prompt: str
+
+
+def entities_json(entities) -> str:
+    """Kosmos-2's (phrase, (start, end), [(x1, y1, x2, y2), ...]) tuples as JSON objects,
+    boxes normalised to 0..1 of the image's width and height."""
+    return json.dumps([{"phrase": phrase, "span": [start, end],
+                        "boxes": [[round(float(v), 6) for v in box] for box in boxes]}
+                       for phrase, (start, end), boxes in entities])
+
+
+class Kosmos2Grounder(Runner):
+    name = "kosmos2_caption"
+    inputs = ("IMAGE", "PROMPT")
+    outputs = ("CAPTION", "ENTITIES")
+    settings_class = Kosmos2Settings
+
+    def load(self) -> None:
+        from transformers import Kosmos2ForConditionalGeneration, Kosmos2Processor
+
+        self.processor = Kosmos2Processor.from_pretrained(self.path)
+        self.model = Kosmos2ForConditionalGeneration.from_pretrained(
+            self.path, dtype=self.dtype).to(self.device).eval()
+
+    def parse_one(self, values):
+        prompt = text(values.get("PROMPT"), "PROMPT", False) or DEFAULT_PROMPT
+        return Kosmos2Item(self.image(values["IMAGE"]), prompt)
+
+    def warmup_items(self):
+        return [Kosmos2Item(gray_image(), DEFAULT_PROMPT)]
+
+    def infer(self, items):
+        results: list[dict] = [{}] * len(items)
+        for prompt, indices in group_indices(item.prompt for item in items).items():
+            for index, result in zip(indices, self.ground([items[i].image for i in indices], prompt)):
+                results[index] = result
+        return results
+
+    def ground(self, images: list[Image.Image], prompt: str) -> list[dict]:
+        """One batched generate for images sharing one prompt."""
+        batch = self.to_device(self.processor(text=[prompt] * len(images), images=images,
+                                              return_tensors="pt"))
+        generated = self.generate(
+            self.model, pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            image_embeds_position_mask=batch["image_embeds_position_mask"])
+        # Special tokens carry the grounding (<phrase>, <patch_index_...>): keep them for
+        # post_process_generation, which strips every tag itself.
+        texts = self.processor.batch_decode(generated, skip_special_tokens=False)
+        results = []
+        for raw in texts:
+            caption, entities = self.processor.post_process_generation(raw)
+            results.append({"CAPTION": caption, "ENTITIES": entities_json(entities)})
+        return results

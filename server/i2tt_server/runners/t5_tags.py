@@ -1,0 +1,44 @@
+"""Tags from text with T5 (fabiochiu/t5-base-tag-generation)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..text import clean_tags
+from .base import Runner, Settings, text
+
+
+@dataclasses.dataclass
+class T5Settings(Settings):
+    weights: str = "t5-tags"
+    max_new_tokens: int = 64
+    num_beams: int = 8  # as the checkpoint's model card, but deterministic (no sampling)
+    max_input_tokens: int = 512  # longer text is truncated, not refused
+
+
+class T5Tagger(Runner):
+    name = "t5_tags"
+    inputs = ("TEXT",)
+    outputs = ("TAGS",)
+    settings_class = T5Settings
+    gpu_dtype = "bfloat16"  # T5 overflows in float16
+
+    def load(self) -> None:
+        from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = T5ForConditionalGeneration.from_pretrained(
+            self.path, dtype=self.dtype).to(self.device).eval()
+
+    def parse_one(self, values):
+        return text(values["TEXT"], "TEXT")
+
+    def warmup_items(self):
+        return ["a photography of a wooden block on a table"]
+
+    def infer(self, items):
+        batch = self.tokenizer(list(items), max_length=self.settings.max_input_tokens,
+                               truncation=True, padding=True, return_tensors="pt")
+        generated = self.generate(self.model, **self.to_device(batch))
+        raw = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return [{"TAGS": clean_tags(r)} for r in raw]

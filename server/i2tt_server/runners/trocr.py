@@ -1,0 +1,39 @@
+"""TrOCR: the text of one line of printed or handwritten text."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import Runner, Settings, gray_image
+
+
+@dataclasses.dataclass
+class TrOCRSettings(Settings):
+    weights: str = "trocr-printed"
+    max_new_tokens: int = 64
+
+
+class TrOCRReader(Runner):
+    name = "trocr_ocr"
+    inputs = ("IMAGE",)
+    outputs = ("TEXT",)
+    settings_class = TrOCRSettings
+
+    def load(self) -> None:
+        from transformers import TrOCRProcessor, VisionEncoderDecoderModel
+
+        self.processor = TrOCRProcessor.from_pretrained(self.path)
+        self.model = VisionEncoderDecoderModel.from_pretrained(
+            self.path, dtype=self.dtype).to(self.device).eval()
+
+    def parse_one(self, values):
+        return self.image(values["IMAGE"])
+
+    def warmup_items(self):
+        return [gray_image()]
+
+    def infer(self, items):
+        batch = self.processor(images=list(items), return_tensors="pt")
+        generated = self.generate(self.model, **self.to_device(batch))
+        texts = self.processor.batch_decode(generated, skip_special_tokens=True)
+        return [{"TEXT": t.strip()} for t in texts]

@@ -1,0 +1,232 @@
+"""Deterministic random weights for every model, built offline in the classes the real
+checkpoints use (BLIP, Kosmos-2, TrOCR, T5) with processors and tokenizers made from
+scratch, so the serving code runs unchanged on them.
+
+``tiny`` models are for tests: a few hundred KB each, built in seconds. Their init scales
+are raised on purpose: with default init a tiny random model answers the same text for
+every input, which would make parity tests pass vacuously.
+
+``full`` models have the architecture of the public checkpoints (layer counts, widths,
+vocabulary sizes, image sizes) with random values, for benchmarks that need realistic
+compute offline. Their generation length is pinned (``min_new_tokens`` ==
+``max_new_tokens``) so every compared path generates the same number of tokens.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+SIZES = ("tiny", "full")
+
+# A small caption-like corpus: the tiny tokenizers' words, so decoded text looks like text.
+WORDS = (
+    "a an the of with and on in at by is are two man woman person people dog cat bird "
+    "car street table wooden block blocks spelling trivia photography picture image head "
+    "human robot circuit digital interface background white black red blue green shirt "
+    "sitting standing holding wearing water tree sky building city field grass snow "
+    "photo close up view light dark text line book paper letter sign road house window"
+).split()
+
+# Generation length that full-size weights pin, per weights folder.
+FULL_NEW_TOKENS = {"blip": 20, "kosmos": 32, "trocr": 16, "t5": 32}
+
+
+def _wordpiece_vocab(size: int | None) -> dict[str, int]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = specials + chars + ["##" + c for c in chars] + list(WORDS)
+    pieces = list(dict.fromkeys(pieces))
+    if size:
+        pieces += [f"tok{i}" for i in range(size - len(pieces))]
+    return {p: i for i, p in enumerate(pieces)}
+
+
+def _unigram_vocab(specials: list[str], size: int | None) -> list[tuple[str, float]]:
+    chars = list(string.ascii_letters + string.digits + string.punctuation)
+    pieces = ["▁" + w for w in WORDS] + ["▁"] + chars
+    vocab = [(s, 0.0) for s in specials] + [(p, -1.0 - 0.01 * i) for i, p in enumerate(pieces)]
+    if size:
+        vocab += [(f"▁tok{i}", -20.0) for i in range(size - len(vocab))]
+    return vocab
+
+
+def _bytelevel_vocab(size: int | None) -> tuple[dict[str, int], list[str]]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    pieces = ["<s>", "<pad>", "</s>", "<unk>"] + list(bytes_to_unicode().values())
+    vocab = {p: i for i, p in enumerate(dict.fromkeys(pieces))}
+    if size:
+        for i in range(size - len(vocab) - 1):  # the mask token comes last
+            vocab[f"Ġtok{i}"] = len(vocab)
+    vocab["<mask>"] = len(vocab)
+    return vocab, []
+
+
+def _vision(size: str, tiny: dict, full: dict) -> dict:
+    return tiny if size == "tiny" else full
+
+
+def build_blip(dest: Path, size: str, large: bool, seed: int) -> None:
+    import torch
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration,
+                              BlipImageProcessor, BlipProcessor)
+
+    tokenizer = BertTokenizer(vocab=_wordpiece_vocab(30522 if size == "full" else None),
+                              model_max_length=512)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    tokenizer.add_tokens(["[ENC]"], special_tokens=True)
+    image_size = 32 if size == "tiny" else 384
+    vision = _vision(size,
+                     dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, patch_size=8, initializer_range=0.2),
+                     dict(hidden_size=1024 if large else 768, intermediate_size=4096 if large else 3072,
+                          num_hidden_layers=24 if large else 12, num_attention_heads=16 if large else 12,
+                          patch_size=16))
+    vision["image_size"] = image_size
+    text = _vision(size,
+                   dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, max_position_embeddings=64, initializer_range=0.2),
+                   dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                        num_attention_heads=12, max_position_embeddings=512))
+    text.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id,
+                eos_token_id=tokenizer.sep_token_id, encoder_hidden_size=vision["hidden_size"])
+    torch.manual_seed(seed)
+    config = BlipConfig(text_config=text, vision_config=vision,
+                        initializer_range=0.2 if size == "tiny" else 0.02)
+    model = BlipForConditionalGeneration(config).eval()
+    processor = BlipProcessor(BlipImageProcessor(size={"height": image_size, "width": image_size}),
+                              tokenizer)
+    _save(model, processor, dest, size, "blip")
+
+
+def build_kosmos2(dest: Path, size: str, seed: int) -> None:
+    import torch
+    from transformers import (CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration,
+                              Kosmos2Processor, XLMRobertaTokenizer)
+
+    tokenizer = XLMRobertaTokenizer(
+        vocab=_unigram_vocab(["<s>", "<pad>", "</s>", "<unk>"], 64002 if size == "full" else None),
+        model_max_length=2048)
+    image_size = 28 if size == "tiny" else 224
+    processor = Kosmos2Processor(
+        CLIPImageProcessor(size={"shortest_edge": image_size},
+                           crop_size={"height": image_size, "width": image_size}),
+        tokenizer)
+    vision = _vision(size,
+                     dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, initializer_range=1.0),
+                     dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                          num_attention_heads=16))
+    vision.update(image_size=image_size, patch_size=14)
+    text = _vision(size,
+                   dict(embed_dim=32, ffn_dim=64, layers=2, attention_heads=2,
+                        max_position_embeddings=256, init_std=1.0),
+                   dict(embed_dim=2048, ffn_dim=8192, layers=24, attention_heads=32,
+                        max_position_embeddings=2048))
+    # The processor adds 1035 tag and patch-index tokens: the text vocabulary must cover them.
+    text.update(vocab_size=len(processor.tokenizer), pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    config = Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=64)
+    model = Kosmos2ForConditionalGeneration(config).eval()
+    if size == "tiny":
+        # The 1035 tag and patch-index tokens outnumber the tiny word vocabulary, so a random
+        # head emits nothing but patch indices; damp their logits to get words as well.
+        with torch.no_grad():
+            model.text_model.lm_head.weight[len(tokenizer) - 1035:] *= 0.05
+    _save(model, processor, dest, size, "kosmos")
+
+
+def build_trocr(dest: Path, size: str, seed: int) -> None:
+    import torch
+    from transformers import (RobertaTokenizer, TrOCRConfig, TrOCRProcessor,
+                              VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
+                              ViTConfig, ViTImageProcessor)
+
+    vocab, merges = _bytelevel_vocab(50265 if size == "full" else None)
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=512)
+    image_size = 32 if size == "tiny" else 384
+    encoder = _vision(size,
+                      dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, patch_size=8, initializer_range=0.5),
+                      dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                           num_attention_heads=12, patch_size=16))
+    encoder["image_size"] = image_size
+    decoder = _vision(size,
+                      dict(d_model=32, decoder_ffn_dim=64, decoder_layers=2,
+                           decoder_attention_heads=2, max_position_embeddings=64, init_std=0.5),
+                      dict(d_model=1024, decoder_ffn_dim=4096, decoder_layers=12,
+                           decoder_attention_heads=16, max_position_embeddings=512))
+    decoder.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   decoder_start_token_id=tokenizer.eos_token_id)
+    config = VisionEncoderDecoderConfig(encoder=ViTConfig(**encoder), decoder=TrOCRConfig(**decoder))
+    config.decoder_start_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config).eval()
+    model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    processor = TrOCRProcessor(
+        ViTImageProcessor(size={"height": image_size, "width": image_size},
+                          image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]),
+        tokenizer)
+    _save(model, processor, dest, size, "trocr")
+
+
+def build_t5(dest: Path, size: str, seed: int) -> None:
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    tokenizer = T5Tokenizer(vocab=_unigram_vocab(["<pad>", "</s>", "<unk>"],
+                                                 32000 if size == "full" else None),
+                            extra_ids=100, model_max_length=512)
+    dims = _vision(size,
+                   dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                        initializer_factor=3.0),
+                   dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12))
+    config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id, **dims)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config).eval()
+    _save(model, tokenizer, dest, size, "t5")
+
+
+def _save(model, processor, dest: Path, size: str, family: str) -> None:
+    if size == "full":
+        n = FULL_NEW_TOKENS[family]
+        model.generation_config.min_new_tokens = n
+        model.generation_config.max_new_tokens = n
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+
+
+# folder name -> builder; seeds differ so base/large and printed/handwritten are distinct models
+BUILDERS = {
+    "blip-base": lambda d, s: build_blip(d, s, large=False, seed=1),
+    "blip-large": lambda d, s: build_blip(d, s, large=True, seed=2),
+    "kosmos-2": lambda d, s: build_kosmos2(d, s, seed=3),
+    "trocr-printed": lambda d, s: build_trocr(d, s, seed=4),
+    "trocr-handwritten": lambda d, s: build_trocr(d, s, seed=5),
+    "t5-tags": lambda d, s: build_t5(d, s, seed=6),
+}
+
+
+def make_test_weights(dest: Path, size: str = "tiny", folders=None, log=print) -> list[Path]:
+    """Build weights for ``folders`` (default all) under ``dest``; returns the folders made."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, not {size!r}")
+    made = []
+    for folder in folders or BUILDERS:
+        if folder not in BUILDERS:
+            raise ValueError(f"unknown weights folder {folder!r}; known: {', '.join(BUILDERS)}")
+        log(f"building {size} {folder} in {dest / folder}")
+        BUILDERS[folder](dest / folder, size)
+        made.append(dest / folder)
+    return made
