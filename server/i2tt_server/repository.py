@@ -1,0 +1,76 @@
+"""Reading, checking and deriving model repositories.
+
+Configs are parsed as Triton ModelConfig protobufs, so a typo in a config.pbtxt fails a
+test instead of a deployment, and variants (a longer queue delay for tests, batching off
+for benchmarks) are derived by code rather than kept as edited copies.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+ModelConfig = model_config_pb2.ModelConfig
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    return text_format.Parse((Path(model_dir) / "config.pbtxt").read_text(), ModelConfig())
+
+
+def write_config(model_dir: Path, config: ModelConfig) -> None:
+    (Path(model_dir) / "config.pbtxt").write_text(text_format.MessageToString(config))
+
+
+def model_dirs(repository: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(repository).glob("*/config.pbtxt"))
+
+
+def derive_repository(source: Path, dest: Path,
+                      edit: Callable[[ModelConfig], None] | None = None,
+                      models: list[str] | None = None) -> Path:
+    """Copy ``source`` to ``dest`` (only ``models`` if given), applying ``edit`` to each config."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for model_dir in model_dirs(source):
+        if models and model_dir.name not in models:
+            continue
+        shutil.copytree(model_dir, dest / model_dir.name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        if edit:
+            config = read_config(dest / model_dir.name)
+            edit(config)
+            write_config(dest / model_dir.name, config)
+    return dest
+
+
+def set_queue_delay(microseconds: int) -> Callable[[ModelConfig], None]:
+    def edit(config: ModelConfig) -> None:
+        if config.HasField("dynamic_batching"):
+            config.dynamic_batching.max_queue_delay_microseconds = microseconds
+    return edit
+
+
+def set_parameter(model: str, key: str, value: str) -> Callable[[ModelConfig], None]:
+    def edit(config: ModelConfig) -> None:
+        if config.name == model:
+            config.parameters[key].string_value = value
+    return edit
+
+
+def batching_off(config: ModelConfig) -> None:
+    """max_batch_size 1 and no dynamic batcher: every request is its own execution."""
+    config.max_batch_size = 1
+    config.ClearField("dynamic_batching")
+
+
+def chain(*edits: Callable[[ModelConfig], None]) -> Callable[[ModelConfig], None]:
+    def edit(config: ModelConfig) -> None:
+        for one in edits:
+            one(config)
+    return edit
