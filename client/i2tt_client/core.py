@@ -1,0 +1,362 @@
+"""The part of the client that does not care whether it runs in threads or in asyncio.
+
+The logic of one call (encode the input, send it, retry while the server is unavailable,
+read the answer) and of a health check is written once, as generators that *yield* the
+I/O they need (:class:`Rpc`, :class:`Blocking`, :class:`Sleep`) instead of doing it. The
+sync client drives them with plain calls (:func:`drive`), the asyncio client with awaits
+(:func:`drive_async`). The public methods live once, on :class:`ClientBase`; each returns
+whatever the transport's ``_run`` returns — a result, or a coroutine of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Iterable
+
+from . import operations as ops
+from .errors import I2TTError, ServerError, UnavailableError, from_triton
+from .inputs import FetchLimits, is_batch
+from .results import Health, ModelHealth, Result
+
+ERROR_MODES = ("raise", "return")
+
+
+# ---- effects: the I/O a flow asks its driver to do -------------------------------------
+
+@dataclass(frozen=True)
+class Rpc:
+    """Call a method of the tritonclient client (grpc or grpc.aio: same names)."""
+
+    method: str
+    kwargs: dict = field(default_factory=dict)
+
+    def run(self, triton):
+        return getattr(triton, self.method)(**self.kwargs)
+
+    async def run_async(self, triton):
+        return await getattr(triton, self.method)(**self.kwargs)
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Blocking local work (reading a file, fetching a URL, encoding pixels)."""
+
+    function: Callable
+    args: tuple = ()
+
+    def run(self, triton):
+        return self.function(*self.args)
+
+    async def run_async(self, triton):
+        # Off the event loop: a slow URL must not stall every other request in flight.
+        return await asyncio.to_thread(self.function, *self.args)
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+    def run(self, triton):
+        import time
+
+        time.sleep(self.seconds)
+
+    async def run_async(self, triton):
+        await asyncio.sleep(self.seconds)
+
+
+Flow = Generator[Any, Any, Any]
+
+
+def drive(flow: Flow, triton) -> Any:
+    """Run a flow with blocking calls; exceptions go back into the flow where it yielded."""
+    value, error = None, None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = effect.run(triton)
+        except Exception as exc:
+            error = exc
+
+
+async def drive_async(flow: Flow, triton) -> Any:
+    """The same as :func:`drive`, awaiting each effect."""
+    value, error = None, None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = await effect.run_async(triton)
+        except Exception as exc:
+            error = exc
+
+
+# ---- settings shared by both clients ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    server: str
+    headers: dict[str, str] | None = None
+    timeout: float | None = None
+    max_in_flight: int = 16
+    retries: int = 0
+    retry_backoff: float = 0.5
+    retry_max_delay: float = 10.0
+    limits: FetchLimits = FetchLimits()
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter, so clients retrying together do not stampede."""
+        delay = min(self.retry_max_delay, self.retry_backoff * 2 ** (attempt - 1))
+        return delay * random.uniform(0.5, 1.0)
+
+
+# ---- flows -----------------------------------------------------------------------------
+
+def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
+              timeout: float | None) -> Flow:
+    """One input through one model; returns a Result or raises an I2TTError."""
+    data = yield Blocking(op.encode, (item, index, settings.limits))
+    arguments = {**op.infer_arguments(data), "headers": settings.headers,
+                 "client_timeout": timeout if timeout is not None else settings.timeout}
+    attempt = 1
+    while True:
+        try:
+            response = yield Rpc("infer", arguments)
+        except Exception as exc:
+            error = from_triton(exc, index=index, model=op.model)
+            if error.retryable and attempt <= settings.retries:
+                yield Sleep(settings.retry_delay(attempt))
+                attempt += 1
+                continue
+            error.attempts = attempt
+            raise error from None
+        try:
+            return op.read(response)
+        except I2TTError as error:
+            error.index = index
+            raise
+
+
+def health_flow(settings: Settings, models: Iterable[str]) -> Flow:
+    """Liveness, readiness and version of the server, and readiness of each model."""
+    headers = {"headers": settings.headers}
+    try:
+        live = yield Rpc("is_server_live", headers)
+        ready = yield Rpc("is_server_ready", headers)
+        metadata = yield Rpc("get_server_metadata", headers)
+        states = []
+        for name in models:
+            try:
+                model_ready = yield Rpc("is_model_ready", {"model_name": name, **headers})
+            except Exception as exc:
+                if isinstance(from_triton(exc), UnavailableError):
+                    raise
+                model_ready = False  # an unknown model is simply not ready
+            states.append(ModelHealth(name, bool(model_ready)))
+    except Exception as exc:
+        return Health(settings.server, False, False, None,
+                      [ModelHealth(name, False) for name in models], error=str(from_triton(exc)))
+    return Health(settings.server, bool(live), bool(ready), metadata.version, states)
+
+
+def probe_flow(settings: Settings, method: str, **kwargs) -> Flow:
+    """A yes/no health probe: an unreachable server answers no rather than raising."""
+    try:
+        return bool((yield Rpc(method, {**kwargs, "headers": settings.headers})))
+    except Exception as exc:
+        error = from_triton(exc)
+        if isinstance(error, UnavailableError) or (
+                method == "is_model_ready" and isinstance(error, ServerError)):
+            return False
+        raise error from None
+
+
+# ---- collecting the answers of a list --------------------------------------------------
+
+class Collector:
+    """Results of a list in input order, the progress bar, and the caller's callback."""
+
+    def __init__(self, op_name: str, total: int | None, progress: bool,
+                 on_result: Callable[[int, Any], None] | None):
+        self.outcomes: dict[int, Any] = {}
+        self.on_result = on_result
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=op_name, unit="item", file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def add(self, index: int, outcome: Any) -> None:
+        self.outcomes[index] = outcome
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.on_result is not None:
+            self.on_result(index, outcome)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def finish(self, single: bool, errors: str):
+        ordered = [self.outcomes[i] for i in range(len(self.outcomes))]
+        if errors == "raise":
+            failed = next((o for o in ordered if isinstance(o, I2TTError)), None)
+            if failed is not None:
+                failed.results = ordered
+                raise failed
+        return ordered[0] if single else ordered
+
+
+@dataclass
+class Batch:
+    """A call's inputs, normalised: one item or a list, and how to report them."""
+
+    op: ops.Operation
+    items: Iterable
+    single: bool
+    total: int | None
+    timeout: float | None
+    errors: str
+
+
+def prepare(op: ops.Operation, inputs: Any, timeout: float | None, errors: str) -> Batch:
+    if errors not in ERROR_MODES:
+        raise ValueError(f"errors must be one of {ERROR_MODES}, not {errors!r}")
+    single = not is_batch(inputs)
+    items = [inputs] if single else inputs
+    total = len(items) if hasattr(items, "__len__") else None
+    return Batch(op, items, single, total, timeout, errors)
+
+
+# ---- the public surface, written once ----------------------------------------------------
+
+class ClientBase:
+    """Methods shared by :class:`~i2tt_client.I2TTClient` and
+    :class:`~i2tt_client.AsyncI2TTClient`.
+
+    Every inference method takes one input or a list (any iterable) of inputs. One input
+    gives one result; a list gives a list of results in input order, sent as concurrent
+    requests (at most ``max_in_flight`` at once) so that the server batches them.
+
+    Common keyword arguments:
+
+    - ``timeout``: deadline in seconds for each request (default: the client's).
+    - ``errors``: ``"raise"`` (default) raises the first failed input's error (by input
+      order) after all inputs are done, with every outcome in ``error.results``;
+      ``"return"`` puts the :class:`~i2tt_client.errors.I2TTError` in the failed item's place.
+    - ``progress``: show a progress bar on stderr.
+    - ``on_result``: ``callback(index, result_or_error)``, called as each input finishes
+      (in completion order), e.g. to write results out as they arrive.
+    """
+
+    settings: Settings
+
+    def __init__(self, server: str = "localhost:8001", *, ssl: bool = False,
+                 root_certificates: str | None = None, private_key: str | None = None,
+                 certificate_chain: str | None = None, headers: dict[str, str] | None = None,
+                 timeout: float | None = None, max_in_flight: int = 16, retries: int = 0,
+                 retry_backoff: float = 0.5, url_timeout: float = 10.0,
+                 max_url_bytes: int = 20 * 1024 * 1024, channel_args: list | None = None):
+        """Connect to the server's gRPC endpoint (``host:port``).
+
+        ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS, with the
+        PEM files' paths (a client cert and key for mutual TLS). ``headers``: gRPC
+        metadata sent with every call, e.g. ``{"authorization": "Bearer ..."}``.
+        ``timeout``: default deadline per request in seconds. ``retries``/``retry_backoff``:
+        how often and how patiently to retry when the server is unavailable or overloaded.
+        ``url_timeout``/``max_url_bytes``: limits for images given as URLs.
+        """
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.settings = Settings(server=server, headers=dict(headers) if headers else None,
+                                 timeout=timeout, max_in_flight=max_in_flight, retries=retries,
+                                 retry_backoff=retry_backoff,
+                                 limits=FetchLimits(url_timeout, max_url_bytes))
+        self._connection = {"url": server, "ssl": ssl or bool(root_certificates or certificate_chain),
+                            "root_certificates": root_certificates, "private_key": private_key,
+                            "certificate_chain": certificate_chain, "channel_args": channel_args}
+
+    @property
+    def server(self) -> str:
+        return self.settings.server
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.server!r})"
+
+    # The transport supplies these two.
+    def _run(self, batch: Batch, progress: bool, on_result):
+        raise NotImplementedError
+
+    def _drive(self, flow: Flow):
+        raise NotImplementedError
+
+    def _call(self, op: ops.Operation, inputs, timeout, errors, progress, on_result):
+        return self._run(prepare(op, inputs, timeout, errors), progress, on_result)
+
+    def caption(self, images, *, prompt: str | None = None, timeout: float | None = None,
+                errors: str = "raise", progress: bool = False, on_result=None):
+        """Caption image(s) with BLIP -> :class:`~i2tt_client.results.Caption`.
+
+        ``prompt`` starts the caption (e.g. ``"a photography of"``); images are paths,
+        http(s) URLs, bytes, PIL images or numpy arrays.
+        """
+        return self._call(ops.caption(prompt), images, timeout, errors, progress, on_result)
+
+    def ground(self, images, *, prompt: str | None = None, timeout: float | None = None,
+               errors: str = "raise", progress: bool = False, on_result=None):
+        """Grounded caption with Kosmos-2 -> :class:`~i2tt_client.results.Grounding`
+        (caption plus entities with normalised boxes). The server's default prompt is
+        ``"<grounding>An image of"``."""
+        return self._call(ops.ground(prompt), images, timeout, errors, progress, on_result)
+
+    def ocr(self, images, *, timeout: float | None = None, errors: str = "raise",
+            progress: bool = False, on_result=None):
+        """Read one line of text per image with TrOCR -> :class:`~i2tt_client.results.OCRText`."""
+        return self._call(ops.ocr(), images, timeout, errors, progress, on_result)
+
+    def tags(self, texts, *, timeout: float | None = None, errors: str = "raise",
+             progress: bool = False, on_result=None):
+        """Tags for text(s) with T5 -> :class:`~i2tt_client.results.Tags`."""
+        return self._call(ops.tags(), texts, timeout, errors, progress, on_result)
+
+    def describe(self, images, *, timeout: float | None = None, errors: str = "raise",
+                 progress: bool = False, on_result=None):
+        """Caption plus tags of that caption, in one server-side pipeline (the
+        ``caption_tags`` ensemble) -> :class:`~i2tt_client.results.Description`."""
+        return self._call(ops.describe(), images, timeout, errors, progress, on_result)
+
+    def health(self, models: Iterable[str] = ops.MODELS):
+        """Server live/ready, version and per-model readiness -> :class:`~i2tt_client.results.Health`.
+        Never raises for an unreachable server: ``live`` is false and ``error`` says why."""
+        return self._drive(health_flow(self.settings, tuple(models)))
+
+    def is_live(self):
+        return self._drive(probe_flow(self.settings, "is_server_live"))
+
+    def is_ready(self):
+        return self._drive(probe_flow(self.settings, "is_server_ready"))
+
+    def is_model_ready(self, model: str):
+        return self._drive(probe_flow(self.settings, "is_model_ready", model_name=model))
+
+
+def settle(op: ops.Operation, error: BaseException, index: int) -> I2TTError:
+    """An unexpected exception in one item as that item's error, so it cannot take the
+    other items' results with it."""
+    if isinstance(error, I2TTError):
+        return error
+    return ServerError(f"{op.model}: {type(error).__name__}: {error}", index=index, model=op.model)
+
+
+__all__ = ["ClientBase", "Settings", "Result"]

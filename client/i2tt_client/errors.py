@@ -1,0 +1,89 @@
+"""Typed errors, so a caller can tell whose fault a failure is and whether to try again.
+
+- :class:`InvalidInputError` — the caller's input is unusable (which input, and why);
+  retrying the same input cannot help.
+- :class:`UnavailableError` — the server is down, overloaded or unreachable; retryable.
+- :class:`DeadlineExceededError` — the call's deadline passed before an answer came.
+- :class:`ServerError` — anything else the server reported (an internal failure, an
+  unknown model).
+"""
+
+from __future__ import annotations
+
+
+class I2TTError(Exception):
+    """Base class of every error this package raises for a call.
+
+    ``index`` is the position of the failing input in the list that was sent (0 for a
+    single input); ``model`` the Triton model that was called.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, index: int | None = None, model: str | None = None,
+                 status: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.model = model
+        self.status = status
+        self.attempts = 1
+        # Set on the error raised with errors="raise" for a list: every result and error, in
+        # input order, so one bad item never loses the others.
+        self.results: list | None = None
+
+    def __str__(self) -> str:
+        where = f"input {self.index}: " if self.index is not None else ""
+        return f"{where}{self.message}"
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, "message": self.message, "index": self.index,
+                "model": self.model, "status": self.status, "retryable": self.retryable}
+
+
+class InvalidInputError(I2TTError, ValueError):
+    """The input at ``index`` cannot be processed; ``reason`` says why."""
+
+    def __init__(self, index: int | None, reason: str, **kwargs):
+        super().__init__(reason, index=index, **kwargs)
+
+    @property
+    def reason(self) -> str:
+        return self.message
+
+
+class UnavailableError(I2TTError):
+    """The server could not take the request now (down, overloaded, unreachable)."""
+
+    retryable = True
+
+
+class DeadlineExceededError(I2TTError, TimeoutError):
+    """No answer arrived before the call's deadline."""
+
+
+class ServerError(I2TTError):
+    """The server failed the request for a reason that is not the caller's input."""
+
+
+# gRPC status names as tritonclient reports them ("StatusCode.X").
+_BY_STATUS = {
+    "INVALID_ARGUMENT": InvalidInputError,
+    "UNAVAILABLE": UnavailableError,
+    "RESOURCE_EXHAUSTED": UnavailableError,  # a full queue is overload, not a bad input
+    "DEADLINE_EXCEEDED": DeadlineExceededError,
+}
+
+
+def from_triton(exc: Exception, *, index: int | None = None, model: str | None = None) -> I2TTError:
+    """The typed error for an exception raised by a tritonclient call."""
+    status = getattr(exc, "status", None)
+    status = status() if callable(status) else status
+    message = getattr(exc, "message", None)
+    message = message() if callable(message) else message
+    message = message or str(exc)
+    code = (status or "").rsplit(".", 1)[-1]
+    cls = _BY_STATUS.get(code, ServerError)
+    if cls is InvalidInputError:
+        return InvalidInputError(index, message, model=model, status=code)
+    return cls(message, index=index, model=model, status=code or None)
