@@ -1,0 +1,139 @@
+"""Every model over real gRPC on a real tritonserver, against the transformers reference."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+import reference
+from i2tt_server.runners.kosmos2 import entities_json
+from i2tt_server.text import clean_caption, clean_tags
+from triton_calls import infer, infer_concurrently
+
+
+def variant(data: bytes, index: int) -> bytes:
+    """A distinct image per index (so neither the cache nor equal inputs hide anything)."""
+    image = Image.open(io.BytesIO(data)).convert("RGB").resize((96 + 8 * index, 64 + 4 * index))
+    buffer = io.BytesIO()
+    image.rotate(15 * index).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images(seed_images):
+    return [variant(seed_images[name], i) for i, name in enumerate(sorted(seed_images) * 2)]
+
+
+def expected(model, weights_dir, image=None, prompt=None, text=None) -> dict:
+    if model == "blip_caption":
+        return {"CAPTION": clean_caption(reference.blip_caption(weights_dir / "blip-large", image, prompt))}
+    if model == "kosmos2_caption":
+        caption, entities = reference.kosmos2_caption(
+            weights_dir / "kosmos-2", image, prompt or "<grounding>An image of")
+        return {"CAPTION": caption, "ENTITIES": entities_json(entities)}
+    if model == "trocr_ocr":
+        return {"TEXT": reference.trocr_text(weights_dir / "trocr-printed", image)}
+    if model == "t5_tags":
+        return {"TAGS": clean_tags(reference.t5_raw_tags(weights_dir / "t5-tags", text))}
+    raise ValueError(model)
+
+
+IMAGE_MODELS = ["blip_caption", "kosmos2_caption", "trocr_ocr"]
+
+
+@pytest.mark.parametrize("model", IMAGE_MODELS)
+def test_seed_images_single_and_batched_equal_reference(grpc_client, weights_dir, seed_images, model):
+    names = sorted(seed_images)
+    data = [seed_images[n] for n in names]
+    single = [infer(grpc_client, model, IMAGE=[d])[0] for d in data]
+    batched = infer(grpc_client, model, IMAGE=data)  # one request holding three images
+    want = [expected(model, weights_dir, image=d) for d in data]
+    assert single == want
+    assert batched == want
+
+
+def test_blip_prompts_mixed_in_one_batch(grpc_client, weights_dir, images):
+    prompts = ["a photography of", "", "a picture of the", "a photography of", "", "x"]
+    requests = [{"IMAGE": [img], "PROMPT": [p] if p else None} for img, p in zip(images, prompts)]
+    results = infer_concurrently(grpc_client, "blip_caption", requests)
+    want = [expected("blip_caption", weights_dir, image=img, prompt=p or None)
+            for img, p in zip(images, prompts)]
+    assert [r[0] for r in results] == want
+
+
+def test_kosmos2_custom_prompt(grpc_client, weights_dir, images):
+    got = infer(grpc_client, "kosmos2_caption", IMAGE=[images[0]], PROMPT=["<grounding>A photo of"])
+    assert got == [expected("kosmos2_caption", weights_dir, image=images[0], prompt="<grounding>A photo of")]
+    entities = json.loads(got[0]["ENTITIES"])
+    assert isinstance(entities, list)
+
+
+def test_t5_tags_single_and_batched(grpc_client, weights_dir):
+    texts = ["a woman with a white shirt and a black background",
+             "a photography of a wooden block spelling trivia on a table",
+             "a robot head with a circuit in the background"]
+    want = [expected("t5_tags", weights_dir, text=t) for t in texts]
+    assert infer(grpc_client, "t5_tags", TEXT=texts) == want
+    assert [infer(grpc_client, "t5_tags", TEXT=[t])[0] for t in texts] == want
+
+
+@pytest.mark.parametrize("model", IMAGE_MODELS)
+def test_concurrent_requests_are_batched(grpc_client, triton, images, model):
+    before = triton.statistics(model)
+    results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images])
+    after = triton.statistics(model)
+    inferences = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert inferences == len(images)
+    assert executions < inferences, f"{executions} executions for {inferences} inferences"
+    alone = [infer(grpc_client, model, IMAGE=[img]) for img in images]
+    assert results == alone
+
+
+def test_corrupt_image_in_a_batch_fails_alone(grpc_client, triton, images):
+    good = images[:5]
+    requests = [{"IMAGE": [img]} for img in good]
+    requests.insert(2, {"IMAGE": [b"\x89PNG\r\n\x1a\n but not really"]})
+    before = triton.statistics("blip_caption")
+    results = infer_concurrently(grpc_client, "blip_caption", requests)
+    after = triton.statistics("blip_caption")
+    errors = [r for r in results if isinstance(r, InferenceServerException)]
+    assert len(errors) == 1 and results[2] is errors[0]
+    assert errors[0].status() == "StatusCode.INVALID_ARGUMENT"
+    assert "IMAGE is not a decodable image" in errors[0].message()
+    answers = [r for r in results if not isinstance(r, InferenceServerException)]
+    assert answers == [infer(grpc_client, "blip_caption", IMAGE=[img]) for img in good]
+    assert int(after["execution_count"]) - int(before["execution_count"]) < len(good)
+    assert grpc_client.is_server_ready() and grpc_client.is_model_ready("blip_caption")
+
+
+@pytest.mark.parametrize("model, inputs, message", [
+    ("blip_caption", {"IMAGE": [b""]}, "IMAGE is empty"),
+    ("trocr_ocr", {"IMAGE": [b"GIF89a broken"]}, "IMAGE"),
+    ("kosmos2_caption", {"IMAGE": [b"\xff\xd8\xff\xe0 truncated jpeg"]}, "IMAGE"),
+    ("t5_tags", {"TEXT": [b""]}, "TEXT is empty"),
+    ("t5_tags", {"TEXT": [b"\xc3\x28 bad utf-8"]}, "not valid UTF-8"),
+    ("caption_tags", {"IMAGE": [b"nope"]}, "not a decodable image"),
+])
+def test_bad_input_is_invalid_arg_and_server_stays_ready(grpc_client, model, inputs, message):
+    with pytest.raises(InferenceServerException) as info:
+        infer(grpc_client, model, **inputs)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert message in info.value.message()
+    assert grpc_client.is_model_ready(model)
+
+
+def test_ensemble_tags_are_t5_tags_of_its_caption(grpc_client, images):
+    results = infer_concurrently(grpc_client, "caption_tags", [{"IMAGE": [img]} for img in images[:4]])
+    for (row,), img in zip(results, images):
+        assert row["CAPTION"] == infer(grpc_client, "blip_caption", IMAGE=[img])[0]["CAPTION"]
+        assert row["TAGS"] == infer(grpc_client, "t5_tags", TEXT=[row["CAPTION"]])[0]["TAGS"]
+
+
+def test_seed_images_through_the_ensemble(grpc_client, seed_images):
+    rows = infer(grpc_client, "caption_tags", IMAGE=list(seed_images.values()))
+    assert len(rows) == 3 and all(r["CAPTION"] for r in rows)

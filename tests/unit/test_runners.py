@@ -1,0 +1,95 @@
+"""The model logic without Triton: batched answers equal the per-item reference."""
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+import reference
+from i2tt_server.errors import InvalidInput
+from i2tt_server.runners import BlipCaptioner, Kosmos2Grounder, T5Tagger, TrOCRReader
+from i2tt_server.runners.kosmos2 import entities_json
+
+
+def png(color, size=(48, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images(seed_images):
+    return [*seed_images.values(), png((255, 0, 0)), png((0, 0, 255))]
+
+
+def runner(cls, weights_dir, **params):
+    return cls.from_parameters({"weights_root": str(weights_dir), "warmup": "false", **params})
+
+
+def test_blip_groups_prompts_and_matches_reference(weights_dir, images):
+    blip = runner(BlipCaptioner, weights_dir)
+    prompts = [None, "a photography of", None, "a picture of the", "a photography of"]
+    items = [item for data, prompt in zip(images, prompts)
+             for item in blip.parse({"IMAGE": [data], "PROMPT": [prompt.encode()] if prompt else None})]
+    captions = [r["CAPTION"] for r in blip.infer(items)]
+    expected = [reference.blip_caption(weights_dir / "blip-large", d, p) for d, p in zip(images, prompts)]
+    assert captions == expected
+    assert len(set(captions)) > 1, "tiny weights must answer differently for different inputs"
+
+
+def test_kosmos2_matches_reference(weights_dir, images):
+    kosmos = runner(Kosmos2Grounder, weights_dir)
+    items = [item for data in images for item in kosmos.parse({"IMAGE": [data], "PROMPT": None})]
+    results = kosmos.infer(items)
+    for data, result in zip(images, results):
+        caption, entities = reference.kosmos2_caption(weights_dir / "kosmos-2", data)
+        assert result["CAPTION"] == caption
+        assert json.loads(result["ENTITIES"]) == json.loads(entities_json(entities))
+    assert len({r["CAPTION"] for r in results}) > 1
+
+
+def test_trocr_matches_reference(weights_dir, images):
+    trocr = runner(TrOCRReader, weights_dir)
+    texts = [r["TEXT"] for r in trocr.infer([trocr.image(d) for d in images])]
+    assert texts == [reference.trocr_text(weights_dir / "trocr-printed", d) for d in images]
+    assert len(set(texts)) > 1
+
+
+def test_t5_matches_reference_and_truncates_long_text(weights_dir):
+    t5 = runner(T5Tagger, weights_dir)
+    texts = ["a woman with a white shirt and a black background",
+             "a photography of a wooden block spelling trivia on a table",
+             "two dogs " * 2000]  # far past 512 tokens: truncated, not refused
+    tags = [r["TAGS"] for r in t5.infer(texts)]
+    from i2tt_server.text import clean_tags
+    assert tags == [clean_tags(reference.t5_raw_tags(weights_dir / "t5-tags", t)) for t in texts]
+
+
+def test_parse_rejects_bad_items(weights_dir):
+    t5 = runner(T5Tagger, weights_dir)
+    with pytest.raises(InvalidInput, match="TEXT is empty"):
+        t5.parse({"TEXT": [b""]})
+    with pytest.raises(InvalidInput, match="not valid UTF-8"):
+        t5.parse({"TEXT": [b"\xff\xfe"]})
+    with pytest.raises(InvalidInput, match="TEXT is required"):
+        t5.parse({"TEXT": None})
+    blip = runner(BlipCaptioner, weights_dir)
+    with pytest.raises(InvalidInput, match="PROMPT has 2 values but IMAGE has 1"):
+        blip.parse({"IMAGE": [png((0, 0, 0))], "PROMPT": [b"a", b"b"]})
+
+
+def test_kosmos2_entities_json():
+    from transformers.models.kosmos2.processing_kosmos2 import (
+        clean_text_and_extract_entities_with_bboxes)
+
+    raw = ("<grounding> An image of<phrase> a snowman</phrase><object><patch_index_0044>"
+           "<patch_index_0863></object> warming himself by<phrase> a fire</phrase><object>"
+           "<patch_index_0005><patch_index_0911></object>.")
+    caption, entities = clean_text_and_extract_entities_with_bboxes(raw)
+    assert caption == "An image of a snowman warming himself by a fire."
+    decoded = json.loads(entities_json(entities))
+    assert decoded[0] == {"phrase": "a snowman", "span": [12, 21],
+                          "boxes": [[0.390625, 0.046875, 0.984375, 0.828125]]}
+    assert caption[slice(*decoded[1]["span"])] == decoded[1]["phrase"] == "a fire"
+    assert all(0 <= v <= 1 for e in decoded for box in e["boxes"] for v in box)
