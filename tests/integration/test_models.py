@@ -15,17 +15,22 @@ from i2tt_server.text import clean_caption, clean_tags
 from triton_calls import infer, infer_concurrently
 
 
-def variant(data: bytes, index: int) -> bytes:
-    """A distinct image per index (so neither the cache nor equal inputs hide anything)."""
-    image = Image.open(io.BytesIO(data)).convert("RGB").resize((96 + 8 * index, 64 + 4 * index))
+def variant(data: bytes, index: int, salt: int = 0) -> bytes:
+    """A distinct image per (index, salt): the response cache must not answer for a test
+    that counts executions, so each such test uses a salt of its own."""
+    image = Image.open(io.BytesIO(data)).convert("RGB").resize((96 + 8 * index, 64 + 4 * index + salt))
     buffer = io.BytesIO()
     image.rotate(15 * index).save(buffer, "PNG")
     return buffer.getvalue()
 
 
+def fresh_images(seed_images, salt: int) -> list[bytes]:
+    return [variant(seed_images[name], i, salt) for i, name in enumerate(sorted(seed_images) * 2)]
+
+
 @pytest.fixture(scope="module")
 def images(seed_images):
-    return [variant(seed_images[name], i) for i, name in enumerate(sorted(seed_images) * 2)]
+    return fresh_images(seed_images, 0)
 
 
 def expected(model, weights_dir, image=None, prompt=None, text=None) -> dict:
@@ -82,7 +87,8 @@ def test_t5_tags_single_and_batched(grpc_client, weights_dir):
 
 
 @pytest.mark.parametrize("model", IMAGE_MODELS)
-def test_concurrent_requests_are_batched(grpc_client, triton, images, model):
+def test_concurrent_requests_are_batched(grpc_client, triton, seed_images, model):
+    images = fresh_images(seed_images, 1)
     before = triton.statistics(model)
     results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images])
     after = triton.statistics(model)
@@ -94,8 +100,8 @@ def test_concurrent_requests_are_batched(grpc_client, triton, images, model):
     assert results == alone
 
 
-def test_corrupt_image_in_a_batch_fails_alone(grpc_client, triton, images):
-    good = images[:5]
+def test_corrupt_image_in_a_batch_fails_alone(grpc_client, triton, seed_images):
+    good = fresh_images(seed_images, 2)[:5]
     requests = [{"IMAGE": [img]} for img in good]
     requests.insert(2, {"IMAGE": [b"\x89PNG\r\n\x1a\n but not really"]})
     before = triton.statistics("blip_caption")
@@ -137,3 +143,16 @@ def test_ensemble_tags_are_t5_tags_of_its_caption(grpc_client, images):
 def test_seed_images_through_the_ensemble(grpc_client, seed_images):
     rows = infer(grpc_client, "caption_tags", IMAGE=list(seed_images.values()))
     assert len(rows) == 3 and all(r["CAPTION"] for r in rows)
+
+
+def test_identical_request_is_answered_from_the_cache(grpc_client, triton, seed_images):
+    image = fresh_images(seed_images, 3)[0]
+    before = triton.statistics("trocr_ocr")
+    first = infer(grpc_client, "trocr_ocr", IMAGE=[image])
+    second = infer(grpc_client, "trocr_ocr", IMAGE=[image])
+    after = triton.statistics("trocr_ocr")
+    assert first == second
+    hits = (int(after["inference_stats"]["cache_hit"]["count"])
+            - int(before["inference_stats"]["cache_hit"]["count"]))
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert (hits, executions) == (1, 1)
