@@ -10,8 +10,9 @@ weights (built if missing), and stops it afterwards. Reports go to --report-dir:
 load_stats.csv, load_stats_history.csv, load_failures.csv, load_exceptions.csv,
 report.html (plus tritonserver.log when the server is ours).
 
-Exit code: 0 when every request succeeded and every model's p95 latency is within
---p95-ms; 1 when a threshold failed; 2 on bad usage or when locust had to be killed.
+Exit code: 0 when at least one request ran, none failed and every model's p95 latency is
+within --p95-ms (when given); 1 when a threshold failed; 2 on bad usage or when locust had
+to be killed.
 The thresholds are checked inside the locustfile (tests/load/locustfile.py), so a plain
 `locust` run with --p95-ms applies them too.
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
+TEST_WEIGHTS = ROOT / "build" / "test-weights"
+# As in the locustfile, which cannot be imported here: it switches the process to gevent.
 TASK_SETS = ("mix", "all", "caption_tags", "blip_caption", "kosmos2_caption", "trocr_ocr",
              "t5_tags")
 # Past the planned duration, locust still needs to import, build its image variants and let
@@ -47,9 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds between steps")
     parser.add_argument("--duration", type=float, default=60.0,
                         help="seconds of load, from the first user on")
-    parser.add_argument("--p95-ms", type=float, default=10000.0,
-                        help="fail when any model's p95 latency exceeds this (0: no bound); "
-                             "the default suits the tiny test weights on a small CPU box")
+    # No default bound: an acceptable latency depends entirely on weights and hardware
+    # (tiny weights on a busy 2-core box take seconds; real ones on a GPU far less).
+    parser.add_argument("--p95-ms", type=float, default=0.0,
+                        help="fail when any model's p95 latency exceeds this many "
+                             "milliseconds (0: no latency bound; failed requests always fail)")
     parser.add_argument("--task-set", choices=TASK_SETS, default="mix",
                         help="'mix' is weighted like real traffic, 'all' sends every model "
                              "in turn, a model name sends only that model")
@@ -57,9 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="folder for the CSV and HTML reports")
     parser.add_argument("--request-timeout", type=float, default=120.0,
                         help="seconds before one request counts as failed")
-    parser.add_argument("--weights", type=Path, default=ROOT / "build" / "test-weights",
+    parser.add_argument("--weights", type=Path, default=TEST_WEIGHTS,
                         help="weights of the server started here (ignored with --host); "
-                             "missing tiny test weights are built")
+                             "the tiny test weights are built when missing")
     args = parser.parse_args(argv)
     if args.users < 1 or args.step_users < 0 or args.step_seconds <= 0 or args.duration <= 0:
         parser.error("--users must be >= 1, --step-users >= 0, --step-seconds and "
@@ -104,12 +109,13 @@ def run_locust(args: argparse.Namespace, host: str) -> int:
 
 
 def start_server(args: argparse.Namespace):
-    """A tritonserver on free local ports serving the whole repository on test weights."""
+    """A tritonserver on free local ports serving the whole repository on --weights."""
     from i2tt_server.launcher import TritonServer, free_port
     from i2tt_server.weights.layout import missing_folders
     from i2tt_server.weights.test_weights import BUILDERS, make_test_weights
 
-    missing = missing_folders(args.weights, BUILDERS)
+    # Only the tiny test weights are ours to build; a folder of real weights is left alone.
+    missing = missing_folders(args.weights, BUILDERS) if args.weights == TEST_WEIGHTS else []
     if missing:
         print(f"building tiny test weights in {args.weights}: {', '.join(missing)}", flush=True)
         make_test_weights(args.weights, "tiny", missing)
@@ -126,6 +132,7 @@ def start_server(args: argparse.Namespace):
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.report_dir = args.report_dir.resolve()
+    args.weights = args.weights.resolve()
     args.report_dir.mkdir(parents=True, exist_ok=True)
     if args.host:
         code = run_locust(args, args.host)

@@ -22,8 +22,8 @@ LOAD_SCRIPT = ROOT / "scripts" / "load.py"
 MODELS = ("caption_tags", "blip_caption", "kosmos2_caption", "trocr_ocr", "t5_tags")
 # Generous on purpose: a 2-core CI box shared with other test runs can make one tiny-model
 # request take tens of seconds; the hard kill only guards against a hang.
-REQUEST_TIMEOUT_S = 60
-HARD_TIMEOUT_S = 240
+REQUEST_TIMEOUT_S = 120
+HARD_TIMEOUT_S = 360
 
 
 def run_load(triton, report_dir: Path, *args: str) -> subprocess.CompletedProcess:
