@@ -95,3 +95,23 @@ def image_http(tmp_path_factory, seed_images) -> str:
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
+
+
+def requests_seen(triton, model: str) -> int:
+    """Requests the server has answered for ``model`` (cache hits and failures included).
+
+    An ensemble's statistics are updated a moment after its response is sent, so read
+    until the count has settled.
+    """
+    def count() -> int:
+        stats = triton.statistics(model)["inference_stats"]
+        return stats["success"]["count"] + stats["fail"]["count"]
+
+    last = count()
+    for _ in range(20):
+        time.sleep(0.25)
+        now = count()
+        if now == last:
+            return now
+        last = now
+    return last
