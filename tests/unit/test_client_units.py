@@ -1,0 +1,103 @@
+"""Parts of the client that need no server: inputs, errors, results, drawing, CLI helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from i2tt_client import Entity, Grounding, InvalidInputError, Tags
+from i2tt_client.cli import expand_images, read_rows, restore, row
+from i2tt_client.draw import draw_grounding
+from i2tt_client.errors import (DeadlineExceededError, ServerError, UnavailableError,
+                                from_triton)
+from i2tt_client.inputs import image_bytes, is_batch
+from i2tt_client.operations import parse_entities
+from tritonclient.utils import InferenceServerException
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_arrays_and_pil_images_are_sent_as_lossless_png():
+    rgb = np.random.default_rng(0).integers(0, 255, (5, 7, 3), np.uint8)
+    assert (decode(image_bytes(rgb)) == rgb).all()
+    assert (decode(image_bytes(rgb.astype(np.float64) / 255)) == rgb).all()
+    assert decode(image_bytes(rgb[:, :, :1])).shape == (5, 7)
+    assert decode(image_bytes(Image.fromarray(rgb).convert("P"))).shape == (5, 7, 3)
+    for bad in (np.zeros((2, 2, 5), np.uint8), np.full((2, 2), 2.0), np.zeros((0, 3, 3), np.uint8)):
+        with pytest.raises(InvalidInputError):
+            image_bytes(bad, 3)
+
+
+def test_bad_inputs_name_their_index(tmp_path):
+    with pytest.raises(InvalidInputError) as raised:
+        image_bytes(tmp_path / "missing.png", 7)
+    assert raised.value.index == 7 and "no such file" in raised.value.reason
+    with pytest.raises(InvalidInputError):
+        image_bytes(tmp_path, 0)
+    with pytest.raises(InvalidInputError):
+        image_bytes(3.5, 0)
+
+
+def test_one_input_or_many():
+    assert not is_batch("a.jpg") and not is_batch(b"..") and not is_batch(np.zeros((2, 2)))
+    assert is_batch(["a.jpg"]) and is_batch(("a", "b")) and is_batch(iter([]))
+
+
+def test_grpc_status_becomes_a_typed_error():
+    def error(status):
+        return from_triton(InferenceServerException("m", f"StatusCode.{status}"), index=2, model="x")
+
+    assert isinstance(error("INVALID_ARGUMENT"), InvalidInputError)
+    assert error("UNAVAILABLE").retryable and isinstance(error("RESOURCE_EXHAUSTED"), UnavailableError)
+    assert isinstance(error("DEADLINE_EXCEEDED"), DeadlineExceededError)
+    assert isinstance(error("INTERNAL"), ServerError) and not error("INTERNAL").retryable
+    assert str(error("INTERNAL")) == "input 2: m"
+
+
+def test_results_serialise_to_json():
+    grounding = Grounding("a dog", parse_entities(
+        '[{"phrase": "a dog", "span": [0, 5], "boxes": [[0.1, 0.2, 0.5, 0.9]]}]'))
+    assert grounding.entities == [Entity("a dog", (0, 5), [(0.1, 0.2, 0.5, 0.9)])]
+    assert json.loads(grounding.to_json()) == {
+        "caption": "a dog", "entities": [{"phrase": "a dog", "span": [0, 5],
+                                          "boxes": [[0.1, 0.2, 0.5, 0.9]]}]}
+    assert grounding.entities[0].pixel_boxes(100, 10) == [(10, 2, 50, 9)]
+
+
+def test_draw_keeps_the_size_and_marks_the_boxes():
+    image = Image.new("RGB", (120, 80), "black")
+    grounding = Grounding("a cat", [Entity("a cat", (0, 5), [(0.25, 0.5, 0.75, 0.95)])])
+    drawn = np.asarray(draw_grounding(image, grounding))
+    assert drawn.shape == (80, 120, 3)
+    assert drawn[76, 60].any(), "the box's bottom edge is drawn"
+    assert not drawn[10, 5].any() and not drawn[60, 60].any(), "outside and inside stay untouched"
+    assert (np.asarray(draw_grounding(image, Grounding("x", []))) == 0).all()
+
+
+def test_folders_expand_to_image_files_only(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for name in ("d/b.PNG", "d/e/a.jpg", "d/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    stdin = io.StringIO(f"{tmp_path / 'd' / 'e'}\n\nhttps://example.com/x.jpg\n")
+    assert expand_images([str(tmp_path / "d"), "-"], stdin) == [
+        str(tmp_path / "d" / "b.PNG"), str(tmp_path / "d" / "e" / "a.jpg"),
+        str(tmp_path / "d" / "e" / "a.jpg"), "https://example.com/x.jpg"]
+
+
+def test_resume_reads_interrupted_files(tmp_path):
+    good = row("tags", "t", Tags(["a", "b"]))
+    bad = row("tags", "u", InvalidInputError(1, "nope"))
+    assert bad["error"] == "InvalidInputError: nope" and bad["tags"] is None
+    cut = tmp_path / "rows.json"
+    cut.write_text("[\n  " + json.dumps(good) + ",\n  " + json.dumps(bad))
+    assert read_rows(cut, "json") == [good, bad]
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text(json.dumps(good) + "\n" + '{"input": "cut sh')
+    assert read_rows(lines, "jsonl") == [good]
+    assert restore({"input": "t", "tags": "a; b", "error": ""}, "tags", "csv") == good
