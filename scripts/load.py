@@ -120,8 +120,10 @@ def start_server(args: argparse.Namespace):
         print(f"building tiny test weights in {args.weights}: {', '.join(missing)}", flush=True)
         make_test_weights(args.weights, "tiny", missing)
     log_file = args.report_dir / "tritonserver.log"
-    server = TritonServer(weights=args.weights, http_port=free_port(), grpc_port=free_port(),
-                          metrics_port=free_port(), host="127.0.0.1", log_file=log_file)
+    # This checkout's model repository, not the one next to wherever i2tt_server is installed.
+    server = TritonServer(ROOT / "model_repository", weights=args.weights,
+                          http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                          host="127.0.0.1", log_file=log_file)
     print(f"starting tritonserver on {server.grpc_url} (log: {log_file})", flush=True)
     started = time.monotonic()
     server.start(timeout=300)
