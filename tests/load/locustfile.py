@@ -298,7 +298,7 @@ class TritonUser(User):
             result = self.client.infer(model, inputs, client_timeout=self.timeout)
             response_length = result.get_response().ByteSize()
             check(result)
-        except Exception as error:  # every failure is the server's answer: report, go on
+        except Exception as error:  # errors, deadlines, contract breaks: count it, go on
             exception = error
         events.request.fire(request_type="grpc", name=model,
                             response_time=(time.perf_counter() - start) * 1000,
