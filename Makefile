@@ -26,7 +26,9 @@ $(VENV)/.installed: server/pyproject.toml client/pyproject.toml requirements-dev
 
 test-weights: $(TEST_WEIGHTS)/t5-tags/config.json
 
-$(TEST_WEIGHTS)/t5-tags/config.json: | venv
+# rebuilt whenever the builder changes, so tests never run on stale weights
+$(TEST_WEIGHTS)/t5-tags/config.json: server/i2tt_server/weights/test_weights.py | venv
+	rm -rf $(TEST_WEIGHTS)
 	$(BIN)/i2tt-server make-test-weights $(TEST_WEIGHTS)
 
 ifeq ($(WEIGHTS),test)
