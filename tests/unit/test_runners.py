@@ -64,6 +64,7 @@ def test_t5_matches_reference_and_truncates_long_text(weights_dir):
     tags = [r["TAGS"] for r in t5.infer(texts)]
     from i2tt_server.text import clean_tags
     assert tags == [clean_tags(reference.t5_raw_tags(weights_dir / "t5-tags", t)) for t in texts]
+    assert len({tuple(t) for t in tags}) > 1
 
 
 def test_parse_rejects_bad_items(weights_dir):
