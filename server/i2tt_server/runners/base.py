@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any, ClassVar, Sequence
 
 from PIL import Image
@@ -172,7 +171,3 @@ def text(data: bytes | None, name: str, required: bool = True) -> str | None:
 def gray_image(size: int = 64) -> Image.Image:
     """A stand-in image for warmup."""
     return Image.new("RGB", (size, size), (127, 127, 127))
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
