@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""I2TT benchmark: in-process transformers against Triton serving, in one run.
+
+Rows, for caption_tags (BLIP caption -> T5 tags) and each selected single model:
+  1. seed-style baseline: transformers called directly, fp32, one image at a time;
+  2. in-process batched: the serving code (i2tt_server runners) without Triton, at several
+     batch sizes; the best is the ceiling of what the hardware does with no serving overhead;
+  3. Triton over gRPC with dynamic batching, at several client concurrencies;
+  4. the same with batching off (max_batch_size 1, derived repository).
+Every request carries distinct image bytes and the server's response cache is off.
+Generation settings are the served ones on both sides; with full-size random weights the
+generated length is pinned, so every row generates the same number of tokens.
+
+Writes a markdown report, a plot and the raw rows as JSON; prints the table, the ratios
+and whether each target is met. `make bench BENCH_ARGS="--quick"` for a short run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import inprocess, report, served  # noqa: E402
+from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
+from benchlib.stats import Row  # noqa: E402
+
+TARGETS = tuple(inprocess.STEPS)  # caption_tags, blip_caption, t5_tags, trocr_ocr, kosmos2_caption
+DEFAULT_TARGETS = ("caption_tags",)
+DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=TARGETS, default=list(DEFAULT_TARGETS),
+                        help=f"what to benchmark (default: {' '.join(DEFAULT_TARGETS)}; "
+                             "full-size kosmos2_caption is very slow on a CPU)")
+    parser.add_argument("--weights", type=Path,
+                        help="weights root with real checkpoints (default: full-size random "
+                             f"weights in {DEFAULT_WEIGHTS.relative_to(ROOT)}, built if missing)")
+    parser.add_argument("--blip", choices=["base", "large"],
+                        help="BLIP weights (default: base on CPU, large on CUDA)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="default: 1 4 16 64")
+    parser.add_argument("--requests", type=int,
+                        help="requests per served level, at least the concurrency (default 6)")
+    parser.add_argument("--seed-requests", type=int, help="seed-style requests (default 4)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="in-process (default 4 8 16)")
+    parser.add_argument("--batches", type=int, default=1, help="batches per in-process size")
+    parser.add_argument("--torch-threads", type=int,
+                        help="torch threads for both sides: in-process, and each served model "
+                             "(its torch_threads parameter); 0: torch's default. Default: 1 on "
+                             "CPU (the ensemble runs two model processes at once; more threads "
+                             "than cores makes OpenMP spin), 0 on CUDA")
+    parser.add_argument("--nobatch-concurrency", type=int, nargs="+",
+                        help="levels for the batching-off server (default 1 4 16: without batching, "
+                             "throughput is flat past saturation and c=64 costs 64 serial requests)")
+    parser.add_argument("--ratio-level", type=int, default=16,
+                        help="served concurrency compared with the in-process rows")
+    parser.add_argument("--no-batching-off", action="store_true",
+                        help="skip the batching-off server (rows 4)")
+    parser.add_argument("--in-process-only", action="store_true",
+                        help="only rows 1 and 2 (no tritonserver)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short run: concurrency 1 4 16, 4 requests a level, "
+                             "3 seed-style requests, batch sizes 4 8")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "REPORT.md")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.concurrency = args.concurrency or ([1, 4, 16] if quick else [1, 4, 16, 64])
+    args.requests = args.requests or (4 if quick else 6)
+    args.seed_requests = args.seed_requests or (3 if quick else 4)
+    args.batch_sizes = args.batch_sizes or ([4, 8] if quick else [4, 8, 16])
+    args.nobatch_concurrency = args.nobatch_concurrency or [c for c in args.concurrency if c <= 16]
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- settings: the served parameters, with the bench's overrides --------------------------
+
+def served_settings(args, steps: list[str], weights: Path) -> dict[str, dict[str, str]]:
+    """Each step's config.pbtxt parameters with the bench's overrides applied: BLIP size,
+    and max_new_tokens set to the length the weights pin (if they pin one)."""
+    from i2tt_server.repository import read_config
+
+    settings = {}
+    for step in steps:
+        config = read_config(ROOT / "model_repository" / step)
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        if step == "blip_caption":
+            params["weights"] = f"blip-{args.blip}"
+        pinned = pinned_new_tokens(weights / params["weights"])
+        if pinned:
+            params["max_new_tokens"] = str(pinned)
+        if args.device == "cpu":
+            params["device"] = "cpu"
+        if args.torch_threads:
+            params["torch_threads"] = str(args.torch_threads)
+        settings[step] = params
+    return settings
+
+
+def pinned_new_tokens(folder: Path) -> int | None:
+    """max_new_tokens when the weights pin their length (min == max in generation_config)."""
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    low, high = config.get("min_new_tokens"), config.get("max_new_tokens")
+    return high if low is not None and low == high else None
+
+
+def overrides(settings: dict[str, dict[str, str]]):
+    from i2tt_server.repository import chain, read_config, set_parameter
+
+    edits = []
+    for step, params in settings.items():
+        config = read_config(ROOT / "model_repository" / step)
+        for key, value in params.items():
+            if key not in config.parameters or config.parameters[key].string_value != value:
+                edits.append(set_parameter(step, key, value))
+    return chain(*edits)
+
+
+def ensure_weights(args, steps: list[str], settings) -> Path:
+    from i2tt_server.weights.layout import missing_folders
+
+    folders = sorted({settings[s]["weights"] for s in steps})
+    root = args.weights or DEFAULT_WEIGHTS
+    missing = missing_folders(root, folders)
+    if missing and args.weights:
+        sys.exit(f"error: no weights for {missing} in {root}")
+    if missing:
+        from i2tt_server.weights.test_weights import make_test_weights
+
+        log(f"building full-size random weights for {missing} in {root} (once)")
+        make_test_weights(root, "full", missing, log=log)
+    return root
+
+
+# -- the phases --------------------------------------------------------------------------
+
+class Offsets:
+    """Hands out fresh payload indices, so no two measured requests share bytes."""
+
+    def __init__(self):
+        self.next = 0
+
+    def take(self, n: int) -> int:
+        start, self.next = self.next, self.next + n + 100  # +100: room for warm-ups
+        return start
+
+
+def inprocess_rows(args, target, settings, weights, payloads, offsets) -> list[Row]:
+    import torch
+    from i2tt_server.runners import RUNNERS
+
+    kind, input_name = inprocess.INPUTS[target]
+    payload = lambda i: payloads.get(kind, i)  # noqa: E731
+    steps = inprocess.STEPS[target]
+    device = "cuda" if args.device == "cuda" else "cpu"
+    rows = []
+    dtypes = [("fp32", torch.float32)]
+    if device == "cuda":
+        dtypes.append(("served dtypes", None))
+    for dtype_name, dtype in dtypes:
+        def factory(step, dtype=dtype):
+            runner_class = RUNNERS[step]
+            chosen = dtype or getattr(torch, runner_class.gpu_dtype)
+            return inprocess.SeedStyle(step, weights / settings[step]["weights"],
+                                       settings[step], device, chosen)
+        models = inprocess.load_steps(target, factory)
+        log(f"{target}: seed-style, {dtype_name}, {args.seed_requests} requests")
+        row = inprocess.run_seed_style(target, models, payload, args.seed_requests,
+                                       f"seed-style in-process, {dtype_name}, one at a time",
+                                       offsets.take(args.seed_requests))
+        if dtype is None:
+            row.kind = "seed-dtype"
+        rows.append(row)
+        print_row(row)
+        inprocess.release(models)
+        del models
+
+    runners = [inprocess.TimedRunner(RUNNERS[step].from_parameters(
+        {**settings[step], "weights_root": str(weights), "warmup": "false",
+         **({"device": device} if args.device != "auto" else {})})) for step in steps]
+    limit = min(max_batch_size(step) for step in steps)
+    for number, size in enumerate(b for b in args.batch_sizes if b <= limit):
+        log(f"{target}: in-process batched, b={size}, {args.batches} batch(es)")
+        row = inprocess.run_batched(target, runners, payload, input_name, size, args.batches,
+                                    offsets.take(size * args.batches), warmup=number == 0)
+        rows.append(row)
+        print_row(row)
+    inprocess.release(runners)
+    return rows
+
+
+def max_batch_size(step: str) -> int:
+    from i2tt_server.repository import read_config
+
+    return read_config(ROOT / "model_repository" / step).max_batch_size
+
+
+def served_rows(args, targets, settings, weights, payloads, offsets, batching: bool) -> list[Row]:
+    from i2tt_server.repository import batching_off, chain, derive_repository
+
+    variant = "on" if batching else "off"
+    kind = "served" if batching else "served-nobatch"
+    models = sorted({m for t in targets for m in (t, *inprocess.STEPS[t])})
+    edit = overrides(settings) if batching else chain(overrides(settings), batching_off)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    repository = derive_repository(ROOT / "model_repository", args.work_dir / f"repository-{variant}",
+                                   edit, models=models)
+    log_file = args.work_dir / f"tritonserver-{variant}.log"
+    log(f"starting tritonserver, batching {variant}, models {models} (log: {log_file})")
+    t0 = time.perf_counter()
+    server = served.start_server(repository, weights, log_file)
+    log(f"server ready in {time.perf_counter() - t0:.0f}s")
+    rows = []
+    try:
+        for target in targets:
+            kind_of_input, input_name = inprocess.INPUTS[target]
+            payload = lambda i, k=kind_of_input: payloads.get(k, i)  # noqa: E731
+            steps = inprocess.STEPS[target]
+            served.drive(server.grpc_url, target, input_name, payload, 1, 1,
+                         offsets.take(1))  # warm-up
+            for level in (args.concurrency if batching else args.nobatch_concurrency):
+                n = max(args.requests, level)
+                log(f"{target}: Triton batching {variant}, c={level}, {n} requests")
+                row = served.served_row(server, target, steps, input_name, payload, n, level,
+                                        kind, f"Triton gRPC, batching {variant}, c={level}",
+                                        offsets.take(n))
+                rows.append(row)
+                print_row(row)
+    finally:
+        server.stop()
+    return rows
+
+
+def print_row(row: Row) -> None:
+    extra = ""
+    if row.extra.get("triton"):
+        extra = "  batch " + " / ".join(f"{m}={v['mean_batch']:g}"
+                                        for m, v in row.extra["triton"].items() if v.get("executions"))
+    print(f"    {row.label:48s} {row.throughput:8.3f} img/s  p50 {row.p(50):7.2f}s  "
+          f"p95 {row.p(95):7.2f}s  p99 {row.p(99):7.2f}s{extra}", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.torch_threads is None:
+        args.torch_threads = 1 if args.device == "cpu" else 0
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but torch sees no GPU")
+    args.blip = args.blip or ("large" if args.device == "cuda" else "base")
+    targets = [t for t in TARGETS if t in args.models]
+    steps = sorted({s for t in targets for s in inprocess.STEPS[t]})
+    weights = args.weights or DEFAULT_WEIGHTS
+    # settings read the weights' generation config, so make the weights first
+    settings = served_settings(args, steps, weights)
+    weights = ensure_weights(args, steps, settings)
+    settings = served_settings(args, steps, weights)
+
+    started = dt.datetime.now()
+    load_before = os.getloadavg()
+    payloads = Payloads(seed_images_dir(ROOT))
+    offsets = Offsets()
+    rows: list[Row] = []
+    for target in targets:
+        rows += inprocess_rows(args, target, settings, weights, payloads, offsets)
+    if not args.in_process_only:
+        rows += served_rows(args, targets, settings, weights, payloads, offsets, batching=True)
+    if not (args.no_batching_off or args.in_process_only):
+        rows += served_rows(args, targets, settings, weights, payloads, offsets, batching=False)
+    elapsed = (dt.datetime.now() - started).total_seconds()
+    load_after = os.getloadavg()
+
+    info = report.machine()
+    run_settings = {
+        "started": started.strftime("%Y-%m-%d %H:%M"), "duration_s": round(elapsed),
+        "device": args.device,
+        "weights": str(args.weights) if args.weights else
+        f"full-size random (architecture-true) weights in {DEFAULT_WEIGHTS.relative_to(ROOT)}",
+        "models": " ".join(targets),
+        "served parameters (also used in-process)": "; ".join(
+            f"{s}: " + ", ".join(f"{k}={v}" for k, v in sorted(p.items()) if k != "device")
+            for s, p in settings.items()),
+        "concurrency levels": " ".join(map(str, args.concurrency)) + (
+            f" (batching off: {' '.join(map(str, args.nobatch_concurrency))})"
+            if args.nobatch_concurrency != args.concurrency else ""),
+        "torch threads per process": args.torch_threads or f"torch default ({torch.get_num_threads()})",
+        "requests per served level": f"max({args.requests}, concurrency)",
+        "seed-style requests": args.seed_requests,
+        "in-process batch sizes": f"{' '.join(map(str, args.batch_sizes))} "
+                                  f"({args.batches} batch(es) each; one warm-up batch before the first size)",
+        "server": "tritonserver from nvidia-pytriton, gRPC, response cache off (cache_size=0), "
+                  "distinct image bytes per request",
+        "load average (1/5/15 min) at start / end":
+            f"{' '.join(f'{v:.1f}' for v in load_before)} / "
+            f"{' '.join(f'{v:.1f}' for v in load_after)}",
+        "ratio_level": args.ratio_level,
+    }
+
+    print()
+    ok = True
+    for target in targets:
+        print(f"== {target}")
+        print("\n".join(report.table(rows, target)))
+        values = report.ratios(rows, target, args.ratio_level)
+        for key, what, value, goal, met in report.verdicts(values):
+            sign = ">=" if key != "single_request_p50" else "<="
+            print(f"   {what}: {value:.2f} (target {sign} {goal:g}): "
+                  f"{'MET' if met else 'NOT MET'}")
+            if target == "caption_tags":
+                ok = ok and met
+        if "batching_on_vs_off" in values:
+            print(f"   batching on / off at c={args.ratio_level}: {values['batching_on_vs_off']:.2f}")
+        print()
+
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    plot_path = args.report.with_suffix(".png")
+    report.plot(rows, targets, plot_path)
+    args.report.write_text(report.markdown(rows, targets, info, run_settings, plot_path.name,
+                                           args.note))
+    args.report.with_suffix(".json").write_text(json.dumps(
+        {"machine": info, "settings": run_settings, "rows": [r.as_dict() for r in rows]},
+        indent=1))
+    print(f"report: {args.report}  plot: {plot_path}  raw: {args.report.with_suffix('.json')}")
+    print("caption_tags targets: " + ("all met" if ok else "not all met"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

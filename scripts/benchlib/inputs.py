@@ -1,0 +1,81 @@
+"""Distinct request payloads, made deterministically from the seed images.
+
+Every request carries different bytes, so neither Triton's response cache nor any other
+memo can answer from memory: each row measures real decoding and generation.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+
+SEED_NAMES = ("example1.jpg", "example2.png", "human1.png")
+MAX_SIDE = 640  # what a client would send: tens of KB, not the 1.4 MB original PNG
+
+WORDS = ("man woman dog cat bird car street table wooden block blocks trivia head robot "
+         "circuit interface background shirt tree sky building city field grass snow book "
+         "paper letter sign road house window water light").split()
+ADJECTIVES = "white black red blue green small large old young digital bright dark".split()
+RELATIONS = "on in with near behind under beside above".split()
+
+
+def seed_images_dir(repo_root: Path) -> Path:
+    """../shared/seed_images next to the checkout, else ./shared/seed_images inside it."""
+    for candidate in (repo_root.parent / "shared" / "seed_images",
+                      repo_root / "shared" / "seed_images"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no seed_images in {repo_root.parent / 'shared'} or {repo_root / 'shared'}")
+
+
+class Payloads:
+    """``image(i)``, ``text(i)`` and ``line(i)``: the i-th distinct input of each kind."""
+
+    def __init__(self, seed_dir: Path):
+        self.seeds = []
+        for name in SEED_NAMES:
+            image = Image.open(seed_dir / name).convert("RGB")
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+            self.seeds.append(image)
+        self._cache: dict[tuple[str, int], bytes | str] = {}
+
+    def image(self, i: int) -> bytes:
+        """A JPEG of a random crop (80-100% per side) of a seed, brightness jittered."""
+        key = ("image", i)
+        if key not in self._cache:
+            rng = random.Random(i)
+            seed = self.seeds[i % len(self.seeds)]
+            w, h = seed.size
+            cw, ch = int(w * rng.uniform(0.8, 1.0)), int(h * rng.uniform(0.8, 1.0))
+            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            variant = ImageEnhance.Brightness(seed.crop((x, y, x + cw, y + ch))).enhance(
+                rng.uniform(0.85, 1.15))
+            buffer = io.BytesIO()
+            variant.save(buffer, "JPEG", quality=90)
+            self._cache[key] = buffer.getvalue()
+        return self._cache[key]  # type: ignore[return-value]
+
+    def text(self, i: int) -> str:
+        """A caption-like sentence of about a dozen words (what t5_tags gets from BLIP)."""
+        rng = random.Random(1_000_003 * (i + 1))
+        return (f"a photography of a {rng.choice(ADJECTIVES)} {rng.choice(WORDS)} "
+                f"{rng.choice(RELATIONS)} a {rng.choice(ADJECTIVES)} {rng.choice(WORDS)} "
+                f"with a {rng.choice(WORDS)} in the background {i}")
+
+    def line(self, i: int) -> bytes:
+        """A PNG of one printed text line, the input TrOCR expects."""
+        key = ("line", i)
+        if key not in self._cache:
+            text = self.text(i)[len("a photography of "):]
+            image = Image.new("RGB", (640, 48), "white")
+            ImageDraw.Draw(image).text((8, 16), text, fill="black", font=ImageFont.load_default())
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            self._cache[key] = buffer.getvalue()
+        return self._cache[key]  # type: ignore[return-value]
+
+    def get(self, kind: str, i: int):
+        return getattr(self, kind)(i)

@@ -1,0 +1,69 @@
+"""scripts/bench.py end to end on tiny weights (in-process rows only: no server), and the
+report on synthetic served rows. Timings are printed by the benchmark, never asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import report  # noqa: E402
+from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
+from benchlib.stats import Row, percentile  # noqa: E402
+
+
+def test_percentile_interpolates():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0], 100) == 2.0
+
+
+def test_every_request_gets_distinct_bytes():
+    payloads = Payloads(seed_images_dir(ROOT))
+    images = {payloads.image(i) for i in range(12)}
+    lines = {payloads.line(i) for i in range(6)}
+    texts = {payloads.text(i) for i in range(50)}
+    assert len(images) == 12 and len(lines) == 6 and len(texts) == 50
+    assert payloads.image(3) == payloads.image(3)  # deterministic
+    assert images.isdisjoint({(seed_images_dir(ROOT) / "example1.jpg").read_bytes()})
+
+
+def test_ratios_and_report_on_synthetic_rows(tmp_path):
+    def row(kind, label, images, wall, latency, concurrency=1, batch=1):
+        return Row("caption_tags", kind, label, images, wall, [latency] * images,
+                   concurrency=concurrency, batch_size=batch)
+
+    rows = [row("seed", "seed", 4, 8.0, 2.0),
+            row("inprocess", "b=8", 8, 4.0, 4.0, batch=8),
+            row("served", "on c=1", 4, 8.4, 2.1),
+            row("served", "on c=16", 16, 7.0, 7.0, concurrency=16),
+            row("served-nobatch", "off c=16", 16, 30.0, 28.0, concurrency=16)]
+    values = report.ratios(rows, "caption_tags")
+    assert round(values["speedup_vs_seed"], 2) == round((16 / 7) / 0.5, 2)
+    assert round(values["fraction_of_ceiling"], 3) == round((16 / 7) / 2, 3)
+    assert round(values["single_request_p50"], 2) == 1.05
+    met = {key: ok for key, _, _, _, ok in report.verdicts(values)}
+    assert met == {"speedup_vs_seed": True, "fraction_of_ceiling": True, "single_request_p50": True}
+    report.plot(rows, ["caption_tags"], tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    text = report.markdown(rows, ["caption_tags"], report.machine(), {"ratio_level": 16},
+                           "plot.png", ["a note"])
+    assert "| on c=16 |" in text and "a note" in text and "cores" in text
+
+
+def test_bench_runs_in_process_rows_on_tiny_weights(weights_dir, tmp_path):
+    out = tmp_path / "REPORT.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--weights", str(weights_dir),
+         "--models", "t5_tags", "--in-process-only", "--seed-requests", "1",
+         "--batch-sizes", "2", "--report", str(out), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "| seed-style in-process, fp32, one at a time | 1 |" in result.stdout
+    assert "| in-process batched, b=2 | 2 |" in result.stdout
+    text = out.read_text()
+    assert "## Machine" in text and "in-process batched, b=2" in text
+    assert out.with_suffix(".png").is_file() and out.with_suffix(".json").is_file()
