@@ -52,8 +52,13 @@ class Operation:
                 "outputs": [InferRequestedOutput(name) for name in self.outputs]}
 
     def read(self, response: Any) -> Result:
+        outputs = {name: response.as_numpy(name) for name in self.outputs}
+        missing = [name for name, value in outputs.items() if value is None]
+        if missing:
+            raise ServerError(f"{self.model}: response has no {', '.join(missing)} output",
+                              model=self.model)
         try:
-            return self.parse({name: response.as_numpy(name) for name in self.outputs})
+            return self.parse(outputs)
         except Exception as exc:  # a contract mismatch is the server's fault, not the input's
             raise ServerError(f"{self.model}: unexpected response ({exc})", model=self.model) from exc
 

@@ -64,7 +64,7 @@ def test_caption_folder_as_text(server, photos, reference, capsys):
 def test_describe_output_jsonl_errors_and_resume(server, triton, photos, tmp_path, reference,
                                                  seed_images, capsys):
     bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"not a jpeg")
+    bad.write_bytes(b"not a jpeg " + str(tmp_path).encode())  # unique: never a cache hit
     output = tmp_path / "rows.jsonl"
     code, out, err = run(capsys, "describe", str(photos / "a"), str(bad), "--output", str(output))
     assert code == 1 and out == ""

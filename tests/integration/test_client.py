@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,10 @@ from i2tt_client import (AsyncI2TTClient, Caption, DeadlineExceededError, Descri
                          Grounding, I2TTClient, InvalidInputError, OCRText, Tags,
                          UnavailableError)
 from i2tt_server.launcher import free_port
-from test_client_support import SLOW_SECONDS, TEXTS, image_http, reference  # noqa: F401
+import tritonclient.grpc as grpcclient
+from i2tt_client.inputs import image_bytes
+from test_client_support import (SLOW_SECONDS, TEXTS, direct_infer, image_http,  # noqa: F401
+                                 reference)
 
 SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seed_images"
 
@@ -38,6 +42,16 @@ def client(triton):
         yield c
 
 
+def junk() -> bytes:
+    # Unique, so the server's response cache never answers it from an earlier request.
+    return b"not an image " + uuid.uuid4().hex.encode()
+
+
+def fresh_images(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng()
+    return [rng.integers(0, 255, (24, 32, 3), np.uint8) for _ in range(count)]
+
+
 def entities(grounding: Grounding) -> list[dict]:
     return [{"phrase": e.phrase, "span": list(e.span), "boxes": [list(b) for b in e.boxes]}
             for e in grounding.entities]
@@ -45,15 +59,23 @@ def entities(grounding: Grounding) -> list[dict]:
 
 def test_caption_list_keeps_input_order_and_is_batched(client, triton, seed_dir, reference):
     names = ["human1.png", "example1.jpg", "example2.png", "example1.jpg", "human1.png"]
-    before = triton.statistics("blip_caption")
     results = client.caption([seed_dir / n for n in names])
-    after = triton.statistics("blip_caption")
     assert all(isinstance(r, Caption) for r in results)
     assert [r.caption for r in results] == [reference["blip_caption"][n]["CAPTION"] for n in names]
     assert len({r.caption for r in results}) > 1, "distinct images should caption differently"
+
+    # Images the response cache has not seen, so every request reaches the batcher.
+    images = fresh_images(5)
+    before = triton.statistics("blip_caption")
+    results = client.caption(images)
+    after = triton.statistics("blip_caption")
+    with grpcclient.InferenceServerClient(triton.grpc_url) as direct:
+        expected = [direct_infer(direct, "blip_caption", "IMAGE", image_bytes(i))["CAPTION"]
+                    for i in images]
+    assert [r.caption for r in results] == expected
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
-    assert inferences == len(names)
+    assert inferences == len(images)
     assert executions < inferences, "concurrent requests should share server batches"
 
 
@@ -114,7 +136,7 @@ def test_describe_matches_the_ensemble(client, seed_dir, reference):
 
 
 def test_per_item_errors_keep_the_other_results(client, seed_images, image_http, reference):
-    inputs = [seed_images["example1.jpg"], b"not an image", "/no/such/file.png",
+    inputs = [seed_images["example1.jpg"], junk(), "/no/such/file.png",
               image_http + "missing.png", np.zeros((2, 2, 7), np.uint8)]
     results = client.caption(inputs, errors="return")
     assert results[0] == Caption(reference["blip_caption"]["example1.jpg"]["CAPTION"])
@@ -126,7 +148,7 @@ def test_per_item_errors_keep_the_other_results(client, seed_images, image_http,
     assert "not an image" in results[4].reason
 
     with pytest.raises(InvalidInputError) as raised:
-        client.caption([seed_images["example1.jpg"], b"junk"])
+        client.caption([seed_images["example1.jpg"], junk()])
     assert raised.value.index == 1
     assert raised.value.results[0] == results[0], "raising must not lose the good results"
 
@@ -173,7 +195,7 @@ def test_headers_progress_and_on_result(triton, seed_images, reference, capsys):
     seen = []
     with I2TTClient(triton.grpc_url, headers={"authorization": "Bearer test"}, timeout=120,
                     max_in_flight=2) as c:
-        results = c.caption([seed_images["example1.jpg"], b"junk", seed_images["example2.png"]],
+        results = c.caption([seed_images["example1.jpg"], junk(), seed_images["example2.png"]],
                             errors="return", progress=True,
                             on_result=lambda i, r: seen.append((i, type(r).__name__)))
     assert sorted(seen) == [(0, "Caption"), (1, "InvalidInputError"), (2, "Caption")]
@@ -186,12 +208,12 @@ def test_async_client(triton, seed_dir, seed_images, reference):
         async with AsyncI2TTClient(triton.grpc_url) as c:
             health = await c.health()
             captions, described, single = await asyncio.gather(
-                c.caption([seed_dir / "human1.png", b"junk", seed_dir / "example1.jpg"],
+                c.caption([seed_dir / "human1.png", junk(), seed_dir / "example1.jpg"],
                           errors="return"),
                 c.describe([seed_images["example1.jpg"]]),
                 c.tags(TEXTS[1]))
             with pytest.raises(InvalidInputError):
-                await c.ocr([b"junk"])
+                await c.ocr([junk()])
             return health, captions, described, single
 
     health, captions, described, single = asyncio.run(main())
