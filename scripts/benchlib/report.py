@@ -182,7 +182,7 @@ def markdown(rows: list[Row], targets: list[str], info: dict, settings: dict,
             "Throughput in images (requests) per second; latencies per request as the client "
             "sees it. In-process batched rows give every image of a batch the batch's latency. "
             "`mean batch` for Triton rows is requests per execution as Triton's statistics "
-            "count them, per step (blip / t5 for caption_tags).", ""]
+            "count them, per step (blip_caption / t5_tags for caption_tags).", ""]
     for target in targets:
         out += [f"### {target}", ""] + table(rows, target) + [""]
     if plot_name:
@@ -197,8 +197,11 @@ def markdown(rows: list[Row], targets: list[str], info: dict, settings: dict,
             out.append(f"| {row.target} | {row.batch_size} | {split['parse_s']:.3f} | "
                        f"{split['infer_s']:.3f} | {split['generate_s']:.3f} |")
     out += ["", "Triton, per request and per step (milliseconds, from the server's statistics): "
-            "queue is time waiting for an instance, compute_infer is execute() "
-            "(decode, preprocessing, generate, post-processing) divided over the batch.", "",
+            "queue is time waiting in the scheduler, compute_infer is the duration of the "
+            "execute() call that served the request (decode, preprocessing, generate, "
+            "post-processing of its whole batch: Triton counts a batch's time once for each "
+            "request in it). For the caption_tags ensemble itself, compute_infer spans both "
+            "steps.", "",
             "| target | row | step | mean batch | queue ms | compute_input ms | compute_infer ms | compute_output ms |",
             "|---|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
