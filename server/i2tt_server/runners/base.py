@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any, ClassVar, Sequence
 
 from PIL import Image
@@ -30,7 +31,7 @@ class Settings:
     num_beams: int = 1
     max_image_bytes: int = DEFAULT_MAX_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
-    torch_threads: int = 0  # 0: torch's default
+    torch_threads: int = 0  # 0: auto (see cpu_threads)
     warmup: bool = True
 
     @classmethod
@@ -62,6 +63,14 @@ def pick_device(requested: str = "auto", instance_kind: str = "", device_id: int
     return torch.device("cpu")
 
 
+def cpu_threads() -> int:
+    """Half the cores for each model process. Every process would otherwise start one
+    OpenMP thread per core, and the ensemble's two steps run at the same time: with more
+    threads than cores OpenMP threads spin at barriers and throughput collapses (measured
+    2-4x slower on 2 cores, docs/benchmarks/FINDINGS.md)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def pick_dtype(device, requested: str, gpu_dtype: str):
     import torch
 
@@ -82,9 +91,9 @@ class Runner:
         import torch
 
         self.settings = settings
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         self.device = pick_device(settings.device, instance_kind, device_id)
+        if settings.torch_threads or self.device.type == "cpu":
+            torch.set_num_threads(settings.torch_threads or cpu_threads())
         self.dtype = pick_dtype(self.device, settings.dtype, self.gpu_dtype)
         self.path = model_dir(settings.weights, settings.weights_root or None)
         if not (self.path / "config.json").is_file():
