@@ -56,10 +56,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="in-process (default 4 8 16)")
     parser.add_argument("--batches", type=int, default=1, help="batches per in-process size")
     parser.add_argument("--torch-threads", type=int,
-                        help="torch threads for both sides: in-process, and each served model "
-                             "(its torch_threads parameter); 0: torch's default. Default: 1 on "
-                             "CPU (the ensemble runs two model processes at once; more threads "
-                             "than cores makes OpenMP spin), 0 on CUDA")
+                        help="torch threads per process for both sides: in-process, and each "
+                             "served model (its torch_threads parameter). Default: the server's "
+                             "own default (half the cores on CPU), used in-process too")
     parser.add_argument("--nobatch-concurrency", type=int, nargs="+",
                         help="levels for the batching-off server (default 1 4 16: without batching, "
                              "throughput is flat past saturation and c=64 costs 64 serial requests)")
@@ -111,6 +110,17 @@ def served_settings(args, steps: list[str], weights: Path) -> dict[str, dict[str
             params["torch_threads"] = str(args.torch_threads)
         settings[step] = params
     return settings
+
+
+def server_cpu_threads() -> int:
+    """The threads a served model process uses on CPU when its config sets none."""
+    try:
+        from i2tt_server.runners.base import cpu_threads
+    except ImportError:  # a server version that leaves torch's default
+        import torch
+
+        return torch.get_num_threads()
+    return cpu_threads()
 
 
 def pinned_new_tokens(folder: Path) -> int | None:
@@ -265,10 +275,10 @@ def main(argv=None) -> int:
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.torch_threads is None:
-        args.torch_threads = 1 if args.device == "cpu" else 0
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    elif args.device == "cpu":
+        torch.set_num_threads(server_cpu_threads())
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no GPU")
     args.blip = args.blip or ("large" if args.device == "cuda" else "base")
@@ -307,7 +317,8 @@ def main(argv=None) -> int:
         "concurrency levels": " ".join(map(str, args.concurrency)) + (
             f" (batching off: {' '.join(map(str, args.nobatch_concurrency))})"
             if args.nobatch_concurrency != args.concurrency else ""),
-        "torch threads per process": args.torch_threads or f"torch default ({torch.get_num_threads()})",
+        "torch threads per process": args.torch_threads or
+        f"server default ({torch.get_num_threads()} here), in-process too",
         "requests per served level": f"max({args.requests}, concurrency)",
         "seed-style requests": args.seed_requests,
         "in-process batch sizes": f"{' '.join(map(str, args.batch_sizes))} "
