@@ -124,11 +124,13 @@ def served_row(server, target: str, steps: tuple[str, ...], input_name: str,
                errors=len(errors), extra={"triton": stats_delta(before, after)})
 
 
-def start_server(repository: Path, weights: Path, log_file: Path, timeout: float = 1800.0):
+def start_server(repository: Path, weights: Path, log_file: Path, timeout: float = 1800.0,
+                 cache_size: int = 0):
     from i2tt_server.launcher import TritonServer, free_port
 
-    # cache_size=0: no response cache, so no request is answered from memory.
+    # Distinct image bytes per request keep every measured request a cache miss; the cache
+    # only answers the rows that repeat one image on purpose.
     server = TritonServer(repository, weights=weights, http_port=free_port(),
                           grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",
-                          cache_size=0, log_file=log_file)
+                          cache_size=cache_size, log_file=log_file)
     return server.start(timeout=timeout)
