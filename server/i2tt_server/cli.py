@@ -54,7 +54,8 @@ def cmd_serve(args) -> int:
     server = TritonServer(args.model_repository or default_repository(), weights=root,
                           http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, host=args.host, models=args.models,
-                          cache_size=args.cache_size, extra_args=args.triton_arg)
+                          cache_size=args.cache_size, extra_args=args.triton_arg,
+                          profile=args.batching)
     # Ctrl-C reaches the whole foreground process group (and the server is in its own
     # session): forward it ourselves, once, so the server shuts down cleanly.
     stopping = []
@@ -76,8 +77,8 @@ def cmd_serve(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"I2TT ready: gRPC {args.host}:{args.grpc_port}, HTTP {args.host}:{args.http_port}, "
-          f"metrics {args.host}:{args.metrics_port}; models: {', '.join(server.expected_models())}",
-          file=sys.stderr, flush=True)
+          f"metrics {args.host}:{args.metrics_port}; models: {', '.join(server.expected_models())}; "
+          f"batching profile: {server.resolved_profile()}", file=sys.stderr, flush=True)
     code = server.wait()
     return 0 if stopping else code
 
@@ -111,6 +112,9 @@ def main(argv=None) -> int:
     serve.add_argument("--models", nargs="+", help="load only these models")
     serve.add_argument("--cache-size", type=int, default=256 * 1024 * 1024,
                        help="response cache bytes (0: off)")
+    serve.add_argument("--batching", choices=["auto", "gpu", "cpu"], default="auto",
+                       help="batch sizes: the repository's as shipped (gpu), or capped small "
+                            "for CPUs (cpu); auto: cpu when no GPU is visible")
     serve.add_argument("--no-fetch", dest="fetch", action="store_false",
                        help="fail instead of downloading missing weights")
     serve.add_argument("--ready-timeout", type=float, default=600.0)

@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .repository import cpu_batching, derive_repository
 from .weights.layout import WEIGHTS_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +84,18 @@ def server_environment(binary: ServerBinary, weights: str | os.PathLike | None) 
     return env
 
 
+PROFILES = ("auto", "gpu", "cpu")
+
+
+def has_gpu() -> bool:
+    """Whether the model processes will see a CUDA device (they decide with torch too)."""
+    try:
+        import torch
+    except ImportError:
+        return shutil.which("nvidia-smi") is not None
+    return torch.cuda.is_available()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,8 +109,13 @@ class TritonServer:
                  weights: str | os.PathLike | None = None, http_port: int = 8000,
                  grpc_port: int = 8001, metrics_port: int = 8002, host: str = "0.0.0.0",
                  models: list[str] | None = None, cache_size: int = 256 * 1024 * 1024,
-                 log_file: str | os.PathLike | None = None, extra_args: list[str] | None = None):
-        self.model_repository = Path(model_repository).resolve()
+                 log_file: str | os.PathLike | None = None, extra_args: list[str] | None = None,
+                 profile: str = "auto"):
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+        self.source_repository = Path(model_repository).resolve()
+        self.model_repository = self.source_repository
+        self.profile = profile
         self.weights = weights
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.host = host
@@ -105,6 +124,7 @@ class TritonServer:
         self.log_file = log_file
         self.extra_args = extra_args or []
         self.process: subprocess.Popen | None = None
+        self._derived: str | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -128,8 +148,16 @@ class TritonServer:
             cmd += ["--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models]]
         return cmd + self.extra_args
 
+    def resolved_profile(self) -> str:
+        return self.profile if self.profile != "auto" else ("gpu" if has_gpu() else "cpu")
+
     def start(self, timeout: float = 300.0) -> "TritonServer":
         binary = find_tritonserver()
+        if self.resolved_profile() == "cpu":
+            # Served from a derived copy, so the shipped repository stays the GPU one.
+            self._derived = tempfile.mkdtemp(prefix="i2tt-cpu-repository-")
+            self.model_repository = derive_repository(self.source_repository,
+                                                      Path(self._derived), cpu_batching)
         out = open(self.log_file, "ab") if self.log_file else None
         self.process = subprocess.Popen(self.command(binary),
                                         env=server_environment(binary, self.weights),
@@ -176,18 +204,29 @@ class TritonServer:
             return json.load(r)["model_stats"][0]
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if not self.process or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGINT)  # tritonserver shuts down cleanly on SIGINT
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+            if not self.process or self.process.poll() is not None:
+                return self.process.returncode if self.process else None
+            self.process.send_signal(signal.SIGINT)  # tritonserver shuts down cleanly on SIGINT
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                return self.process.wait()
+        finally:
+            self.remove_derived()
+
+    def remove_derived(self) -> None:
+        if self._derived:
+            shutil.rmtree(self._derived, ignore_errors=True)
+            self._derived = None
 
     def wait(self) -> int:
         assert self.process is not None
-        return self.process.wait()
+        try:
+            return self.process.wait()
+        finally:
+            self.remove_derived()
 
     def __enter__(self):
         return self.start() if self.process is None else self

@@ -69,6 +69,22 @@ def batching_off(config: ModelConfig) -> None:
     config.ClearField("dynamic_batching")
 
 
+# On a CPU every item of a batch costs nearly as much as running it alone, and large
+# batches stall the ensemble's pipeline (blip_caption and t5_tags run side by side): small
+# batches measured best there (docs/benchmarks/FINDINGS.md). GPUs keep the shipped sizes.
+CPU_MAX_BATCH = 4
+
+
+def cpu_batching(config: ModelConfig) -> None:
+    """Cap batches at CPU_MAX_BATCH (ensembles too, which must not exceed their steps)."""
+    if config.max_batch_size > CPU_MAX_BATCH:
+        config.max_batch_size = CPU_MAX_BATCH
+        if config.HasField("dynamic_batching"):
+            sizes = [s for s in config.dynamic_batching.preferred_batch_size if s <= CPU_MAX_BATCH]
+            del config.dynamic_batching.preferred_batch_size[:]
+            config.dynamic_batching.preferred_batch_size.extend(sizes)
+
+
 def chain(*edits: Callable[[ModelConfig], None]) -> Callable[[ModelConfig], None]:
     def edit(config: ModelConfig) -> None:
         for one in edits:

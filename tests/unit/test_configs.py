@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from i2tt_server.repository import model_dirs, read_config
+from i2tt_server.repository import (CPU_MAX_BATCH, cpu_batching, derive_repository,
+                                    model_dirs, read_config)
 from i2tt_server.runners import RUNNERS
 from i2tt_server.runners.base import Settings
 from i2tt_server.weights.layout import CHECKPOINTS
@@ -89,3 +90,17 @@ def test_settings_reject_typos_and_bad_values():
     with pytest.raises(ValueError, match="true or false"):
         Settings.from_parameters({"warmup": "maybe"})
     assert Settings.from_parameters({"max_new_tokens": "5", "warmup": "false"}).max_new_tokens == 5
+
+
+def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
+    derived = derive_repository(REPOSITORY, tmp_path / "cpu", cpu_batching)
+    shipped = configs()
+    for model_dir in model_dirs(derived):
+        config, original = read_config(model_dir), shipped[model_dir.name]
+        assert config.max_batch_size == min(original.max_batch_size, CPU_MAX_BATCH)
+        assert all(s <= CPU_MAX_BATCH for s in config.dynamic_batching.preferred_batch_size)
+        config.max_batch_size = original.max_batch_size
+        del config.dynamic_batching.preferred_batch_size[:]
+        del original.dynamic_batching.preferred_batch_size[:]
+        assert config == original  # nothing but the batch sizes changed
+        assert (model_dir / "1").is_dir()
