@@ -37,9 +37,28 @@ def cmd_make_test_weights(args) -> int:
     return 0
 
 
+def served_folders(repository: Path, models: list[str] | None) -> list[str]:
+    """The weights folders the served configs name (their ``weights`` parameter, else the
+    runner's default); absolute paths are the configs' own business."""
+    from .repository import model_dirs, read_config
+    from .runners import RUNNERS
+
+    folders = []
+    for model_dir in model_dirs(repository):
+        config = read_config(model_dir)
+        if config.name in RUNNERS and (not models or config.name in models):
+            default = RUNNERS[config.name].settings_class().weights
+            folder = config.parameters["weights"].string_value if "weights" in config.parameters \
+                else default
+            if not Path(folder).is_absolute() and folder not in folders:
+                folders.append(folder)
+    return folders
+
+
 def cmd_serve(args) -> int:
     root = weights_root(args.weights)
-    missing = missing_folders(root)
+    repository = Path(args.model_repository) if args.model_repository else default_repository()
+    missing = missing_folders(root, served_folders(repository, args.models))
     if missing and args.fetch:
         from .weights.fetch import FetchError, fetch_weights
 
@@ -51,7 +70,7 @@ def cmd_serve(args) -> int:
     elif missing:
         print(f"error: no weights for {missing} in {root}", file=sys.stderr)
         return 1
-    server = TritonServer(args.model_repository or default_repository(), weights=root,
+    server = TritonServer(repository, weights=root,
                           http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, host=args.host, models=args.models,
                           cache_size=args.cache_size, extra_args=args.triton_arg,

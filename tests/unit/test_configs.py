@@ -104,3 +104,13 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
         del original.dynamic_batching.preferred_batch_size[:]
         assert config == original  # nothing but the batch sizes changed
         assert (model_dir / "1").is_dir()
+
+
+def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):
+    from i2tt_server.cli import served_folders
+    from i2tt_server.repository import set_parameter
+
+    assert set(served_folders(REPOSITORY, None)) == {"blip-large", "kosmos-2", "trocr-printed", "t5-tags"}
+    assert served_folders(REPOSITORY, ["t5_tags", "caption_tags"]) == ["t5-tags"]
+    derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("blip_caption", "weights", "blip-base"))
+    assert "blip-base" in served_folders(derived, None)
