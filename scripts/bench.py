@@ -112,17 +112,6 @@ def served_settings(args, steps: list[str], weights: Path) -> dict[str, dict[str
     return settings
 
 
-def server_cpu_threads() -> int:
-    """The threads a served model process uses on CPU when its config sets none."""
-    try:
-        from i2tt_server.runners.base import cpu_threads
-    except ImportError:  # a server version that leaves torch's default
-        import torch
-
-        return torch.get_num_threads()
-    return cpu_threads()
-
-
 def pinned_new_tokens(folder: Path) -> int | None:
     """max_new_tokens when the weights pin their length (min == max in generation_config)."""
     path = folder / "generation_config.json"
@@ -291,13 +280,14 @@ def print_row(row: Row) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
+    from i2tt_server.runners.base import cpu_threads
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     elif args.device == "cpu":
-        torch.set_num_threads(server_cpu_threads())
+        torch.set_num_threads(cpu_threads())  # as the served model processes
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no GPU")
     args.blip = args.blip or ("large" if args.device == "cuda" else "base")

@@ -43,28 +43,17 @@ class SeedStyle:
 
     def __init__(self, step: str, path, settings: dict[str, str], device: str, dtype):
         import torch
-        import transformers as tf
+        from i2tt_server.weights.layout import load_pretrained
 
         self.step, self.device, self.dtype = step, torch.device(device), dtype
         self.max_new_tokens = int(settings["max_new_tokens"])
         self.num_beams = int(settings.get("num_beams", "1"))
         self.prompt = "<grounding>An image of"
-        if step == "blip_caption":
-            self.processor = tf.BlipProcessor.from_pretrained(path)
-            self.model = tf.BlipForConditionalGeneration.from_pretrained(path, dtype=dtype)
-        elif step == "t5_tags":
-            self.processor = tf.AutoTokenizer.from_pretrained(path)
-            self.model = tf.T5ForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        if step == "t5_tags":
             self.max_input_tokens = int(settings.get("max_input_tokens", "512"))
-        elif step == "trocr_ocr":
-            self.processor = tf.TrOCRProcessor.from_pretrained(path)
-            self.model = tf.VisionEncoderDecoderModel.from_pretrained(path, dtype=dtype)
-        elif step == "kosmos2_caption":
-            self.processor = tf.Kosmos2Processor.from_pretrained(path)
-            self.model = tf.Kosmos2ForConditionalGeneration.from_pretrained(path, dtype=dtype)
-        else:
-            raise ValueError(step)
-        self.model = self.model.to(self.device).eval()
+        # the same transformers classes the runners load, called directly below
+        self.processor, model = load_pretrained(step, path, dtype=dtype)
+        self.model = model.to(self.device)
 
     def _inputs(self, batch):
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))

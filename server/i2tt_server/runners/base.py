@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..errors import InvalidInput
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
-from ..weights.layout import model_dir
+from ..weights.layout import load_pretrained, model_dir
 
 log = logging.getLogger("i2tt_server")
 
@@ -79,7 +79,8 @@ def pick_dtype(device, requested: str, gpu_dtype: str):
 
 
 class Runner:
-    """Base class: subclasses set the class attributes and implement load/parse_one/infer."""
+    """Base class: subclasses set the class attributes and implement parse_one/infer
+    (their transformers classes come from weights.layout.TRANSFORMERS_CLASSES)."""
 
     name: ClassVar[str]  # the Triton model name it serves
     inputs: ClassVar[tuple[str, ...]]  # first one required, the rest optional
@@ -109,10 +110,11 @@ class Runner:
     def from_parameters(cls, params: dict[str, str], **kwargs):
         return cls(cls.settings_class.from_parameters(params), **kwargs)
 
-    # -- to implement -------------------------------------------------------------------
     def load(self) -> None:
-        raise NotImplementedError
+        self.processor, model = load_pretrained(self.name, self.path, dtype=self.dtype)
+        self.model = model.to(self.device)
 
+    # -- to implement -------------------------------------------------------------------
     def parse_one(self, values: dict[str, bytes]) -> Any:
         """One item from its raw input bytes (optional inputs absent); raises InvalidInput."""
         raise NotImplementedError

@@ -30,13 +30,6 @@ class BlipCaptioner(Runner):
     outputs = ("CAPTION",)
     settings_class = BlipSettings
 
-    def load(self) -> None:
-        from transformers import BlipForConditionalGeneration, BlipProcessor
-
-        self.processor = BlipProcessor.from_pretrained(self.path)
-        self.model = BlipForConditionalGeneration.from_pretrained(
-            self.path, dtype=self.dtype).to(self.device).eval()
-
     def parse_one(self, values):
         return BlipItem(self.image(values["IMAGE"]), text(values.get("PROMPT"), "PROMPT", False))
 

@@ -39,13 +39,6 @@ class Kosmos2Grounder(Runner):
     outputs = ("CAPTION", "ENTITIES")
     settings_class = Kosmos2Settings
 
-    def load(self) -> None:
-        from transformers import Kosmos2ForConditionalGeneration, Kosmos2Processor
-
-        self.processor = Kosmos2Processor.from_pretrained(self.path)
-        self.model = Kosmos2ForConditionalGeneration.from_pretrained(
-            self.path, dtype=self.dtype).to(self.device).eval()
-
     def parse_one(self, values):
         prompt = text(values.get("PROMPT"), "PROMPT", False) or DEFAULT_PROMPT
         return Kosmos2Item(self.image(values["IMAGE"]), prompt)

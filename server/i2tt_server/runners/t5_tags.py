@@ -23,13 +23,6 @@ class T5Tagger(Runner):
     settings_class = T5Settings
     gpu_dtype = "bfloat16"  # T5 overflows in float16
 
-    def load(self) -> None:
-        from transformers import AutoTokenizer, T5ForConditionalGeneration
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = T5ForConditionalGeneration.from_pretrained(
-            self.path, dtype=self.dtype).to(self.device).eval()
-
     def parse_one(self, values):
         return text(values["TEXT"], "TEXT")
 
@@ -37,8 +30,8 @@ class T5Tagger(Runner):
         return ["a photography of a wooden block on a table"]
 
     def infer(self, items):
-        batch = self.tokenizer(list(items), max_length=self.settings.max_input_tokens,
+        batch = self.processor(list(items), max_length=self.settings.max_input_tokens,
                                truncation=True, padding=True, return_tensors="pt")
         generated = self.generate(self.model, **self.to_device(batch))
-        raw = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        raw = self.processor.batch_decode(generated, skip_special_tokens=True)
         return [{"TAGS": clean_tags(r)} for r in raw]

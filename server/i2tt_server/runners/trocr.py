@@ -19,13 +19,6 @@ class TrOCRReader(Runner):
     outputs = ("TEXT",)
     settings_class = TrOCRSettings
 
-    def load(self) -> None:
-        from transformers import TrOCRProcessor, VisionEncoderDecoderModel
-
-        self.processor = TrOCRProcessor.from_pretrained(self.path)
-        self.model = VisionEncoderDecoderModel.from_pretrained(
-            self.path, dtype=self.dtype).to(self.device).eval()
-
     def parse_one(self, values):
         return self.image(values["IMAGE"])
 

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import CHECKPOINTS
-
-# The runner class that loads each folder, with its processor class.
-_CLASSES = {
-    "blip": ("BlipForConditionalGeneration", "BlipProcessor"),
-    "kosmos": ("Kosmos2ForConditionalGeneration", "Kosmos2Processor"),
-    "trocr": ("VisionEncoderDecoderModel", "TrOCRProcessor"),
-    "t5": ("T5ForConditionalGeneration", "AutoTokenizer"),
-}
+from .layout import CHECKPOINTS, FOLDER_MODEL, load_pretrained
 
 
 class FetchError(RuntimeError):
@@ -21,7 +13,6 @@ class FetchError(RuntimeError):
 
 def fetch_weights(dest: Path, folders, log=print) -> list[Path]:
     """Download each folder's checkpoint and save it in save_pretrained layout under dest."""
-    import transformers
     from huggingface_hub import snapshot_download
 
     made = []
@@ -42,9 +33,7 @@ def fetch_weights(dest: Path, folders, log=print) -> list[Path]:
             raise FetchError(f"could not download {repo}: {type(exc).__name__}: {exc}. "
                              "Without internet, use `i2tt-server make-test-weights` "
                              "(random weights) or copy the folders in by hand.") from None
-        model_class, processor_class = _CLASSES[folder.split("-")[0]]
-        model = getattr(transformers, model_class).from_pretrained(source)
-        processor = getattr(transformers, processor_class).from_pretrained(source)
+        processor, model = load_pretrained(FOLDER_MODEL[folder], source)
         target.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(target)
         processor.save_pretrained(target)
