@@ -27,7 +27,7 @@ $(VENV)/.installed: server/pyproject.toml client/pyproject.toml requirements-dev
 test-weights: $(TEST_WEIGHTS)/t5-tags/config.json
 
 # rebuilt whenever the builder changes, so tests never run on stale weights
-$(TEST_WEIGHTS)/t5-tags/config.json: server/i2tt_server/weights/test_weights.py | venv
+$(TEST_WEIGHTS)/t5-tags/config.json: server/i2tt_server/weights/synthetic.py | venv
 	rm -rf $(TEST_WEIGHTS)
 	$(BIN)/i2tt-server make-test-weights $(TEST_WEIGHTS)
 

@@ -32,7 +32,8 @@ from benchlib import inprocess, report, served  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
 from benchlib.stats import Row  # noqa: E402
 
-TARGETS = tuple(inprocess.STEPS)  # caption_tags, blip_caption, t5_tags, trocr_ocr, kosmos2_caption
+# every served model, ensembles included
+MODELS = tuple(sorted(p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")))
 DEFAULT_TARGETS = ("caption_tags",)
 DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights"
 
@@ -40,7 +41,7 @@ DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=TARGETS, default=list(DEFAULT_TARGETS),
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_TARGETS),
                         help=f"what to benchmark (default: {' '.join(DEFAULT_TARGETS)}; "
                              "full-size kosmos2_caption is very slow on a CPU)")
     parser.add_argument("--weights", type=Path,
@@ -91,14 +92,21 @@ def log(message: str) -> None:
 # -- settings: the served parameters, with the bench's overrides --------------------------
 
 def served_settings(args, steps: list[str], weights: Path) -> dict[str, dict[str, str]]:
-    """Each step's config.pbtxt parameters with the bench's overrides applied: BLIP size,
-    and max_new_tokens set to the length the weights pin (if they pin one)."""
+    """Each step's effective settings (its runner's defaults, then its config.pbtxt
+    parameters) with the bench's overrides applied: BLIP size, and max_new_tokens set to
+    the length the weights pin (if they pin one)."""
+    import dataclasses
+
     from i2tt_server.repository import read_config
+    from i2tt_server.runners import RUNNERS
 
     settings = {}
     for step in steps:
         config = read_config(ROOT / "model_repository" / step)
-        params = {k: v.string_value for k, v in config.parameters.items()}
+        configured = {k: v.string_value for k, v in config.parameters.items()}
+        effective = RUNNERS[step].settings_class.from_parameters(configured)
+        params = {k: str(v).lower() if isinstance(v, bool) else str(v)
+                  for k, v in dataclasses.asdict(effective).items()}
         if step == "blip_caption":
             params["weights"] = f"blip-{args.blip}"
         pinned = pinned_new_tokens(weights / params["weights"])
@@ -123,13 +131,17 @@ def pinned_new_tokens(folder: Path) -> int | None:
 
 
 def overrides(settings: dict[str, dict[str, str]]):
+    """Config edits that make the served settings the bench's (only where they differ)."""
     from i2tt_server.repository import chain, read_config, set_parameter
+    from i2tt_server.runners import RUNNERS
 
     edits = []
     for step, params in settings.items():
         config = read_config(ROOT / "model_repository" / step)
+        configured = {k: v.string_value for k, v in config.parameters.items()}
+        effective = RUNNERS[step].settings_class.from_parameters(configured)
         for key, value in params.items():
-            if key not in config.parameters or config.parameters[key].string_value != value:
+            if str(getattr(effective, key)).lower() != value.lower():
                 edits.append(set_parameter(step, key, value))
     return chain(*edits)
 
@@ -143,7 +155,7 @@ def ensure_weights(args, steps: list[str], settings) -> Path:
     if missing and args.weights:
         sys.exit(f"error: no weights for {missing} in {root}")
     if missing:
-        from i2tt_server.weights.test_weights import make_test_weights
+        from i2tt_server.weights.synthetic import make_test_weights
 
         log(f"building full-size random weights for {missing} in {root} (once)")
         make_test_weights(root, "full", missing, log=log)
@@ -167,9 +179,9 @@ def inprocess_rows(args, target, settings, weights, payloads, offsets) -> list[R
     import torch
     from i2tt_server.runners import RUNNERS
 
-    kind, input_name = inprocess.INPUTS[target]
+    kind, input_name = inprocess.input_of(target)
     payload = lambda i: payloads.get(kind, i)  # noqa: E731
-    steps = inprocess.STEPS[target]
+    steps = inprocess.steps_of(target)
     device = "cuda" if args.device == "cuda" else "cpu"
     rows = []
     dtypes = [("fp32", torch.float32)]
@@ -224,7 +236,7 @@ def served_rows(args, targets, settings, weights, payloads, offsets, batching: b
 
     variant = "on" if batching else "off"
     kind = "served" if batching else "served-nobatch"
-    models = sorted({m for t in targets for m in (t, *inprocess.STEPS[t])})
+    models = sorted({m for t in targets for m in (t, *inprocess.steps_of(t))})
     edit = overrides(settings) if batching else chain(overrides(settings), batching_off)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     repository = derive_repository(ROOT / "model_repository", args.work_dir / f"repository-{variant}",
@@ -238,9 +250,9 @@ def served_rows(args, targets, settings, weights, payloads, offsets, batching: b
     rows = []
     try:
         for target in targets:
-            kind_of_input, input_name = inprocess.INPUTS[target]
+            kind_of_input, input_name = inprocess.input_of(target)
             payload = lambda i, k=kind_of_input: payloads.get(k, i)  # noqa: E731
-            steps = inprocess.STEPS[target]
+            steps = inprocess.steps_of(target)
             served.drive(server.grpc_url, target, input_name, payload, 1, 1,
                          offsets.take(1))  # warm-up
             for level in (args.concurrency if batching else args.nobatch_concurrency):
@@ -291,8 +303,8 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no GPU")
     args.blip = args.blip or ("large" if args.device == "cuda" else "base")
-    targets = [t for t in TARGETS if t in args.models]
-    steps = sorted({s for t in targets for s in inprocess.STEPS[t]})
+    targets = [t for t in MODELS if t in args.models]
+    steps = sorted({s for t in targets for s in inprocess.steps_of(t)})
     weights = args.weights or DEFAULT_WEIGHTS
     # settings read the weights' generation config, so make the weights first
     settings = served_settings(args, steps, weights)

@@ -29,11 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
 TEST_WEIGHTS = ROOT / "build" / "test-weights"
-# As in the locustfile, which cannot be imported here: it switches the process to gevent.
-TASK_SETS = ("mix", "all", "caption_tags", "blip_caption", "kosmos2_caption", "trocr_ocr",
-             "t5_tags")
+# As in the locustfile (which cannot be imported here: it switches the process to gevent):
+# every model of the repository.
+TASK_SETS = ("mix", "all", *sorted(p.parent.name for p in
+                                   (ROOT / "model_repository").glob("*/config.pbtxt")))
 # Past the planned duration, locust still needs to import, build its image variants and let
-# in-flight requests finish; anything beyond this margin is a hang (see DESIGN.md).
+# in-flight requests finish; anything beyond this margin is a hang (locust can hang at exit
+# with open gRPC channels).
 GRACE_SECONDS = 60
 
 
@@ -111,11 +113,13 @@ def run_locust(args: argparse.Namespace, host: str) -> int:
 def start_server(args: argparse.Namespace):
     """A tritonserver on free local ports serving the whole repository on --weights."""
     from i2tt_server.launcher import TritonServer, free_port
+    from i2tt_server.repository import served_folders
     from i2tt_server.weights.layout import missing_folders
-    from i2tt_server.weights.test_weights import BUILDERS, make_test_weights
+    from i2tt_server.weights.synthetic import make_test_weights
 
     # Only the tiny test weights are ours to build; a folder of real weights is left alone.
-    missing = missing_folders(args.weights, BUILDERS) if args.weights == TEST_WEIGHTS else []
+    folders = served_folders(ROOT / "model_repository")
+    missing = missing_folders(args.weights, folders) if args.weights == TEST_WEIGHTS else []
     if missing:
         print(f"building tiny test weights in {args.weights}: {', '.join(missing)}", flush=True)
         make_test_weights(args.weights, "tiny", missing)

@@ -10,28 +10,21 @@ import pytest
 
 from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.repository import derive_repository, set_queue_delay
+from testdata import REPOSITORY, ROOT, SEED_NAMES, seed_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
-SEED_IMAGES = ROOT.parent / "shared" / "seed_images"
-if not SEED_IMAGES.is_dir():  # a checkout that carries shared/ inside it
-    SEED_IMAGES = ROOT / "shared" / "seed_images"
-SEED_NAMES = ("example1.jpg", "example2.png", "human1.png")
 # Requests sent together must reliably land in one dynamic batch (tests read the statistics).
 QUEUE_DELAY_US = 100_000
-
-
-def seed_bytes(name: str) -> bytes:
-    return (SEED_IMAGES / name).read_bytes()
 
 
 @pytest.fixture(scope="session")
 def weights_dir() -> Path:
     """Tiny random weights for all models; `make test` builds them, else built here."""
     path = Path(os.environ.get("I2TT_TEST_WEIGHTS", ROOT / "build" / "test-weights"))
+    from i2tt_server.runners import checkpoints
     from i2tt_server.weights.layout import missing_folders
-    from i2tt_server.weights.test_weights import BUILDERS, make_test_weights
+    from i2tt_server.weights.synthetic import make_test_weights
 
-    missing = missing_folders(path, BUILDERS)
+    missing = missing_folders(path, checkpoints())
     if missing:
         make_test_weights(path, "tiny", missing, log=lambda m: None)
     return path
@@ -46,7 +39,7 @@ def seed_images() -> dict[str, bytes]:
 def triton(weights_dir, tmp_path_factory) -> TritonServer:
     """The running server: ``.grpc_url`` ("127.0.0.1:PORT"), ``.http_url``, ``.statistics()``."""
     tmp = tmp_path_factory.mktemp("triton")
-    repository = derive_repository(ROOT / "model_repository", tmp / "model_repository",
+    repository = derive_repository(REPOSITORY, tmp / "model_repository",
                                    set_queue_delay(QUEUE_DELAY_US))
     server = TritonServer(repository, weights=weights_dir, http_port=free_port(),
                           grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",

@@ -3,20 +3,20 @@
 >>> from i2tt_client import I2TTClient
 >>> with I2TTClient("localhost:8001") as client:
 ...     client.describe(["a.jpg", "b.png"])      # [Description(caption=..., tags=[...]), ...]
+...     client.infer("t5_tags", {"TEXT": "a dog on a beach"})   # any model: {"TAGS": [...]}
 """
 
 from .aio import AsyncI2TTClient
 from .client import I2TTClient
 from .errors import (DeadlineExceededError, I2TTError, InvalidInputError, ServerError,
                      UnavailableError)
-from .operations import MODELS
 from .results import (Caption, Description, Entity, Grounding, Health, ModelHealth, OCRText,
                       Result, Tags)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "I2TTClient", "AsyncI2TTClient", "MODELS",
+    "I2TTClient", "AsyncI2TTClient",
     "I2TTError", "InvalidInputError", "UnavailableError", "DeadlineExceededError", "ServerError",
     "Result", "Caption", "Grounding", "Entity", "OCRText", "Tags", "Description", "Health",
     "ModelHealth",

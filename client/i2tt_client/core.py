@@ -113,6 +113,8 @@ class Settings:
     retry_backoff: float = 0.5
     retry_max_delay: float = 10.0
     limits: FetchLimits = FetchLimits()
+    # model -> its config (JSON form), fetched once by generic calls to read output shapes
+    configs: dict = field(default_factory=dict, compare=False, hash=False)
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff with jitter, so clients retrying together do not stampede."""
@@ -131,6 +133,10 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
     attempt = 1
     while True:
         try:
+            if op.needs_config and op.model not in settings.configs:
+                reply = yield Rpc("get_model_config", {"model_name": op.model, "as_json": True,
+                                                       "headers": settings.headers})
+                settings.configs[op.model] = reply.get("config", reply)
             response = yield Rpc("infer", arguments)
         except Exception as exc:
             error = from_triton(exc, index=index, model=op.model)
@@ -141,19 +147,23 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
             error.attempts = attempt
             raise error from None
         try:
-            return op.read(response)
+            return op.read(response, settings.configs.get(op.model))
         except I2TTError as error:
             error.index = index
             raise
 
 
-def health_flow(settings: Settings, models: Iterable[str]) -> Flow:
-    """Liveness, readiness and version of the server, and readiness of each model."""
+def health_flow(settings: Settings, models: Iterable[str] | None) -> Flow:
+    """Liveness, readiness and version of the server, and readiness of each model (by
+    default every model the server has)."""
     headers = {"headers": settings.headers}
     try:
         live = yield Rpc("is_server_live", headers)
         ready = yield Rpc("is_server_ready", headers)
         metadata = yield Rpc("get_server_metadata", headers)
+        if models is None:
+            index = yield Rpc("get_model_repository_index", {**headers, "as_json": True})
+            models = sorted({m["name"] for m in index.get("models", [])})
         states = []
         for name in models:
             try:
@@ -165,7 +175,8 @@ def health_flow(settings: Settings, models: Iterable[str]) -> Flow:
             states.append(ModelHealth(name, bool(model_ready)))
     except Exception as exc:
         return Health(settings.server, False, False, None,
-                      [ModelHealth(name, False) for name in models], error=str(from_triton(exc)))
+                      [ModelHealth(name, False) for name in models or ()],
+                      error=str(from_triton(exc)))
     return Health(settings.server, bool(live), bool(ready), metadata.version, states)
 
 
@@ -336,10 +347,23 @@ class ClientBase:
         ``caption_tags`` ensemble) -> :class:`~i2tt_client.results.Description`."""
         return self._call(ops.describe(), images, timeout, errors, progress, on_result)
 
-    def health(self, models: Iterable[str] = ops.MODELS):
-        """Server live/ready, version and per-model readiness -> :class:`~i2tt_client.results.Health`.
-        Never raises for an unreachable server: ``live`` is false and ``error`` says why."""
-        return self._drive(health_flow(self.settings, tuple(models)))
+    def infer(self, model: str, inputs, *, timeout: float | None = None, errors: str = "raise",
+              progress: bool = False, on_result=None):
+        """Call any served model: ``inputs`` is a dict of input name -> value for one
+        request (or a list of such dicts), the result a dict of output name -> value.
+
+        IMAGE inputs take every image form the typed methods take; other inputs take str
+        or bytes. Outputs of variable shape (like TAGS) come back as lists of strings,
+        the others as strings (JSON outputs stay JSON text). A model served tomorrow is
+        callable today: ``client.infer("t5_tags", {"TEXT": "a dog"})["TAGS"]``.
+        """
+        return self._call(ops.generic(model), inputs, timeout, errors, progress, on_result)
+
+    def health(self, models: Iterable[str] | None = None):
+        """Server live/ready, version and per-model readiness (default: every model the
+        server has) -> :class:`~i2tt_client.results.Health`. Never raises for an
+        unreachable server: ``live`` is false and ``error`` says why."""
+        return self._drive(health_flow(self.settings, None if models is None else tuple(models)))
 
     def is_live(self):
         return self._drive(probe_flow(self.settings, "is_server_live"))

@@ -14,14 +14,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .errors import InvalidInputError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 URL_SCHEMES = ("http://", "https://")
 
@@ -40,22 +39,10 @@ def is_url(value: Any) -> bool:
 
 def is_batch(value: Any) -> bool:
     """A list-like of inputs, as opposed to one input (a str, bytes, image or array)."""
-    if isinstance(value, (str, bytes, bytearray, memoryview, np.ndarray, Image.Image, os.PathLike)):
+    if isinstance(value, (str, bytes, bytearray, memoryview, np.ndarray, Image.Image, os.PathLike,
+                          dict)):  # a dict is one request's inputs (the generic call)
         return False
     return isinstance(value, (list, tuple)) or hasattr(value, "__iter__")
-
-
-def describe(value: Any) -> str:
-    """A short, printable name for an input (for errors and CLI rows)."""
-    if isinstance(value, (str, os.PathLike)):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, Image.Image):
-        return f"<PIL {value.mode} {value.width}x{value.height}>"
-    if isinstance(value, np.ndarray):
-        return f"<array {value.dtype} {'x'.join(map(str, value.shape))}>"
-    return f"<{type(value).__name__}>"
 
 
 def image_bytes(value: Any, index: int | None = None, limits: FetchLimits = FetchLimits()) -> bytes:

@@ -3,6 +3,9 @@
 This is the wire contract on the client side, written once and used by both the sync and
 the asyncio client: every input is TYPE_STRING ("BYTES") of shape [1, 1] per request (one
 item per request, so the server's dynamic batcher, not the client, forms the batches).
+
+The typed operations (caption, ground, ...) know their model's outputs; :func:`generic`
+calls any served model and reads its outputs' shapes from the model's config.
 """
 
 from __future__ import annotations
@@ -14,44 +17,62 @@ from typing import Any, Callable
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
-from .errors import ServerError
+from .errors import InvalidInputError, ServerError
 from .inputs import FetchLimits, image_bytes, text_bytes
 from .results import Caption, Description, Entity, Grounding, OCRText, Result, Tags
 
-MODELS = ("blip_caption", "kosmos2_caption", "trocr_ocr", "t5_tags", "caption_tags")
-DEFAULT_GROUNDING_PROMPT = "<grounding>An image of"
+
+
+def encode_value(name: str, value: Any, index: int, limits: FetchLimits) -> bytes:
+    """The wire bytes of one input value. IMAGE inputs take every image form (path, URL,
+    bytes, PIL image, array; may read a file or fetch a URL); the rest take text."""
+    if name == "IMAGE":
+        return image_bytes(value, index, limits)
+    return text_bytes(value, index)
 
 
 @dataclass(frozen=True)
 class Operation:
     """One client method: the model it calls, its main input, extra constant inputs, the
-    outputs it asks for, and how to turn them into a result."""
+    outputs it asks for, and how to turn them into a result.
+
+    ``input_name`` None means each item is itself a dict of input name -> value (the
+    generic call); ``outputs`` empty means every output the model has, read with the shapes
+    of the model's config (``needs_config``)."""
 
     name: str
     model: str
-    input_name: str  # IMAGE or TEXT
+    input_name: str | None  # IMAGE or TEXT; None: items are dicts of inputs
     outputs: tuple[str, ...]
-    parse: Callable[[dict[str, np.ndarray]], Result]
+    parse: Callable[[dict[str, np.ndarray]], Any]
     extra: tuple[tuple[str, bytes], ...] = ()
 
     @property
-    def takes_images(self) -> bool:
-        return self.input_name == "IMAGE"
+    def needs_config(self) -> bool:
+        return not self.outputs
 
-    def encode(self, item: Any, index: int, limits: FetchLimits) -> bytes:
-        """The wire bytes of one input. May read a file or fetch a URL (blocking)."""
-        if self.takes_images:
-            return image_bytes(item, index, limits)
-        return text_bytes(item, index)
+    def encode(self, item: Any, index: int, limits: FetchLimits) -> dict[str, bytes]:
+        """The wire bytes of one item's inputs, by input name (blocking: files, URLs)."""
+        if self.input_name is None:
+            if not isinstance(item, dict) or not item:
+                raise InvalidInputError(index, "give the inputs as a dict of input name -> "
+                                               f"value, not {type(item).__name__}")
+            return {name: encode_value(name, value, index, limits) for name, value in item.items()
+                    if value is not None}
+        return {self.input_name: encode_value(self.input_name, item, index, limits),
+                **dict(self.extra)}
 
-    def infer_arguments(self, data: bytes) -> dict:
+    def infer_arguments(self, data: dict[str, bytes]) -> dict:
         """Keyword arguments of tritonclient's ``infer`` (same for grpc and grpc.aio)."""
-        inputs = [_string_input(self.input_name, data)]
-        inputs += [_string_input(name, value) for name, value in self.extra]
-        return {"model_name": self.model, "inputs": inputs,
-                "outputs": [InferRequestedOutput(name) for name in self.outputs]}
+        arguments = {"model_name": self.model,
+                     "inputs": [_string_input(name, value) for name, value in data.items()]}
+        if self.outputs:
+            arguments["outputs"] = [InferRequestedOutput(name) for name in self.outputs]
+        return arguments
 
-    def read(self, response: Any) -> Result:
+    def read(self, response: Any, config: dict | None = None) -> Any:
+        if self.needs_config:
+            return self.parse(read_all(response, config or {}))
         outputs = {name: response.as_numpy(name) for name in self.outputs}
         missing = [name for name, value in outputs.items() if value is None]
         if missing:
@@ -80,6 +101,26 @@ def _first(outputs: dict[str, np.ndarray], name: str) -> str:
 def _tag_list(outputs: dict[str, np.ndarray]) -> list[str]:
     # Rows are padded to the batch's longest with b"", which is padding, not a tag.
     return [t for t in (_text(v) for v in outputs["TAGS"].reshape(-1).tolist()) if t]
+
+
+def variable_outputs(config: dict) -> set[str]:
+    """Outputs whose per-item shape is variable (dims [-1], like TAGS): read as lists."""
+    return {o["name"] for o in config.get("output", [])
+            if [int(d) for d in o.get("dims", [])] == [-1]}
+
+
+def read_all(response: Any, config: dict) -> dict[str, Any]:
+    """Every output of a one-item response: a string, or a list of strings (padding
+    dropped) for outputs of variable shape."""
+    lists = variable_outputs(config)
+    values: dict[str, Any] = {}
+    for output in response.get_response().outputs:
+        row = [_text(v) for v in response.as_numpy(output.name).reshape(-1).tolist()]
+        if output.name in lists:
+            values[output.name] = [v for v in row if v]
+        else:
+            values[output.name] = row[0] if len(row) == 1 else row
+    return values
 
 
 def parse_entities(raw: str) -> list[Entity]:
@@ -118,3 +159,8 @@ def tags() -> Operation:
 def describe() -> Operation:
     return Operation("describe", "caption_tags", "IMAGE", ("CAPTION", "TAGS"),
                      lambda o: Description(_first(o, "CAPTION"), _tag_list(o)))
+
+
+def generic(model: str) -> Operation:
+    """Any served model: each item is a dict of its inputs; the result a dict of its outputs."""
+    return Operation("infer", model, None, (), lambda outputs: outputs)

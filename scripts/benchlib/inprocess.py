@@ -14,22 +14,26 @@ from __future__ import annotations
 import gc
 import io
 import time
+from pathlib import Path
 from typing import Callable
 
 from .stats import Row
 
-# Triton model -> the steps it runs, in order (an ensemble runs several).
-STEPS = {
-    "caption_tags": ("blip_caption", "t5_tags"),
-    "blip_caption": ("blip_caption",),
-    "t5_tags": ("t5_tags",),
-    "trocr_ocr": ("trocr_ocr",),
-    "kosmos2_caption": ("kosmos2_caption",),
-}
-# Triton model -> the kind of payload it takes (see inputs.Payloads) and its input name.
-INPUTS = {"caption_tags": ("image", "IMAGE"), "blip_caption": ("image", "IMAGE"),
-          "t5_tags": ("text", "TEXT"), "trocr_ocr": ("line", "IMAGE"),
-          "kosmos2_caption": ("image", "IMAGE")}
+REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+
+def steps_of(model: str) -> list[str]:
+    """The Python models a served model runs, in order (an ensemble runs several)."""
+    from i2tt_server.repository import ensemble_steps, read_config
+
+    return ensemble_steps(read_config(REPOSITORY / model))
+
+
+def input_of(model: str) -> tuple[str, str]:
+    """(payload kind, input name) of a served model: what its first step reads."""
+    from i2tt_server.runners import RUNNERS
+
+    runner = RUNNERS[steps_of(model)[0]]
+    return runner.sample, runner.inputs[0]
 
 
 def _open(data: bytes):
@@ -43,7 +47,7 @@ class SeedStyle:
 
     def __init__(self, step: str, path, settings: dict[str, str], device: str, dtype):
         import torch
-        from i2tt_server.weights.layout import load_pretrained
+        from i2tt_server.runners import RUNNERS
 
         self.step, self.device, self.dtype = step, torch.device(device), dtype
         self.max_new_tokens = int(settings["max_new_tokens"])
@@ -52,7 +56,7 @@ class SeedStyle:
         if step == "t5_tags":
             self.max_input_tokens = int(settings.get("max_input_tokens", "512"))
         # the same transformers classes the runners load, called directly below
-        self.processor, model = load_pretrained(step, path, dtype=dtype)
+        self.processor, model = RUNNERS[step].load_pretrained(path, dtype=dtype)
         self.model = model.to(self.device)
 
     def _inputs(self, batch):
@@ -84,7 +88,7 @@ class SeedStyle:
 
 
 def load_steps(target: str, factory: Callable[[str], object]) -> list:
-    return [factory(step) for step in STEPS[target]]
+    return [factory(step) for step in steps_of(target)]
 
 
 def release(*objects) -> None:

@@ -23,12 +23,8 @@ RELATIONS = "on in with near behind under beside above".split()
 
 
 def seed_images_dir(repo_root: Path) -> Path:
-    """../shared/seed_images next to the checkout, else ./shared/seed_images inside it."""
-    for candidate in (repo_root.parent / "shared" / "seed_images",
-                      repo_root / "shared" / "seed_images"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no seed_images in {repo_root.parent / 'shared'} or {repo_root / 'shared'}")
+    """The photographs the project carries for tests, load tests and benchmarks."""
+    return repo_root / "tests" / "data"
 
 
 class Payloads:
@@ -42,9 +38,9 @@ class Payloads:
             self.seeds.append(image)
         self._cache: dict[tuple[str, int], bytes | str] = {}
 
-    def image(self, i: int) -> bytes:
+    def photo(self, i: int) -> bytes:
         """A JPEG of a random crop (80-100% per side) of a seed, brightness jittered."""
-        key = ("image", i)
+        key = ("photo", i)
         if key not in self._cache:
             rng = random.Random(i)
             seed = self.seeds[i % len(self.seeds)]

@@ -11,7 +11,7 @@ from pathlib import Path
 from .stats import Row
 
 # (name, what, target, better): the claims the benchmark checks on caption_tags.
-TARGETS = (
+GOALS = (
     ("speedup_vs_seed", "served c=16 throughput / seed-style baseline throughput", 3.0, "higher"),
     ("fraction_of_ceiling", "served c=16 throughput / in-process batched ceiling", 0.9, "higher"),
     ("single_request_p50", "served c=1 p50 latency / seed-style single-call p50", 1.10, "lower"),
@@ -87,7 +87,7 @@ def ratios(rows: list[Row], target: str, level: int = 16) -> dict[str, float]:
 
 def verdicts(values: dict[str, float]) -> list[tuple[str, str, float, float, bool]]:
     out = []
-    for key, what, goal, better in TARGETS:
+    for key, what, goal, better in GOALS:
         if key in values:
             value = values[key]
             met = value >= goal if better == "higher" else value <= goal

@@ -17,9 +17,13 @@ import numpy as np
 
 from .stats import Row
 
-OUTPUTS = {"caption_tags": ("CAPTION", "TAGS"), "blip_caption": ("CAPTION",),
-           "t5_tags": ("TAGS",), "trocr_ocr": ("TEXT",),
-           "kosmos2_caption": ("CAPTION", "ENTITIES")}
+def outputs_of(server, model: str) -> list[str]:
+    """The model's output names, as the running server has them."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server) as client:
+        config = client.get_model_config(model, as_json=True)["config"]
+    return [o["name"] for o in config["output"]]
 
 
 def make_request(input_name: str, value):
@@ -42,7 +46,7 @@ def drive(url: str, model: str, input_name: str, payload: Callable[[int], object
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
-    outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS[model]]
+    outputs = [grpcclient.InferRequestedOutput(name) for name in outputs_of(url, model)]
     clients = [grpcclient.InferenceServerClient(url) for _ in range(concurrency)]
     start_gate = threading.Barrier(concurrency + 1)
 

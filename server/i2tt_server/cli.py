@@ -8,20 +8,17 @@ import signal
 import sys
 from pathlib import Path
 
-from .launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
-from .weights.layout import CHECKPOINTS, DEFAULT_FOLDERS, missing_folders, weights_root
-
-
-def default_repository() -> Path:
-    local = Path.cwd() / "model_repository"
-    return local if local.is_dir() else DEFAULT_MODEL_REPOSITORY
+from .launcher import TritonServer
+from .repository import REPOSITORY_ENV, find_repository, served_folders
+from .runners import checkpoints, default_folders
+from .weights.layout import missing_folders, weights_root
 
 
 def cmd_fetch(args) -> int:
     from .weights.fetch import FetchError, fetch_weights
 
     try:
-        fetch_weights(weights_root(args.dest), args.models or list(DEFAULT_FOLDERS),
+        fetch_weights(weights_root(args.dest), args.models or default_folders(),
                       log=lambda m: print(m, file=sys.stderr))
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -30,34 +27,20 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_make_test_weights(args) -> int:
-    from .weights.test_weights import make_test_weights
+    from .weights.synthetic import make_test_weights
 
     make_test_weights(Path(args.dest), args.size, args.models,
                       log=lambda m: print(m, file=sys.stderr))
     return 0
 
 
-def served_folders(repository: Path, models: list[str] | None) -> list[str]:
-    """The weights folders the served configs name (their ``weights`` parameter, else the
-    runner's default); absolute paths are the configs' own business."""
-    from .repository import model_dirs, read_config
-    from .runners import RUNNERS
-
-    folders = []
-    for model_dir in model_dirs(repository):
-        config = read_config(model_dir)
-        if config.name in RUNNERS and (not models or config.name in models):
-            default = RUNNERS[config.name].settings_class().weights
-            folder = config.parameters["weights"].string_value if "weights" in config.parameters \
-                else default
-            if not Path(folder).is_absolute() and folder not in folders:
-                folders.append(folder)
-    return folders
-
-
 def cmd_serve(args) -> int:
     root = weights_root(args.weights)
-    repository = Path(args.model_repository) if args.model_repository else default_repository()
+    try:
+        repository = find_repository(args.model_repository)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     missing = missing_folders(root, served_folders(repository, args.models))
     if missing and args.fetch:
         from .weights.fetch import FetchError, fetch_weights
@@ -108,8 +91,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch-weights", help="download the public checkpoints")
-    fetch.add_argument("--models", nargs="+", choices=sorted(CHECKPOINTS),
-                       help=f"weights folders (default: {' '.join(DEFAULT_FOLDERS)})")
+    fetch.add_argument("--models", nargs="+", choices=sorted(checkpoints()),
+                       help=f"weights folders (default: {' '.join(default_folders())})")
     fetch.add_argument("--dest", help="weights root (default: $I2TT_WEIGHTS or ~/.cache/i2tt/weights)")
     fetch.set_defaults(func=cmd_fetch)
 
@@ -117,13 +100,15 @@ def main(argv=None) -> int:
     test.add_argument("dest")
     test.add_argument("--size", choices=["tiny", "full"], default="tiny",
                       help="tiny: for tests, seconds; full: architecture-true, for benchmarks")
-    test.add_argument("--models", nargs="+", choices=sorted(CHECKPOINTS),
+    test.add_argument("--models", nargs="+", choices=sorted(checkpoints()),
                       help="weights folders (default: all)")
     test.set_defaults(func=cmd_make_test_weights)
 
     serve = sub.add_parser("serve", help="run tritonserver with the model repository")
     serve.add_argument("--weights", help="weights root (default: $I2TT_WEIGHTS or ~/.cache/i2tt/weights)")
-    serve.add_argument("--model-repository", help="default: ./model_repository")
+    serve.add_argument("--model-repository",
+                       help=f"default: ${REPOSITORY_ENV}, else ./model_repository, else the "
+                            "source checkout's")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)

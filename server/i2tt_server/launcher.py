@@ -4,7 +4,7 @@ Inside NVIDIA's container ``tritonserver`` is on PATH with its backends in
 /opt/tritonserver/backends. Elsewhere it comes from the nvidia-pytriton wheel, which ships
 the server, the Python backend and one backend stub per Python version; the stub matching
 the running interpreter is put in place here, and the environment is set so the stub loads
-this interpreter's libpython and site-packages (see DESIGN.md).
+this interpreter's libpython and site-packages (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from pathlib import Path
 from .repository import cpu_batching, derive_repository
 from .weights.layout import WEIGHTS_ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "i2tt"
 
 
@@ -105,7 +103,7 @@ def free_port() -> int:
 class TritonServer:
     """One tritonserver process: start, wait until every model is ready, stop."""
 
-    def __init__(self, model_repository: str | os.PathLike = DEFAULT_MODEL_REPOSITORY,
+    def __init__(self, model_repository: str | os.PathLike,
                  weights: str | os.PathLike | None = None, http_port: int = 8000,
                  grpc_port: int = 8001, metrics_port: int = 8002, host: str = "0.0.0.0",
                  models: list[str] | None = None, cache_size: int = 256 * 1024 * 1024,

@@ -7,6 +7,7 @@ for benchmarks) are derived by code rather than kept as edited copies.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,29 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 ModelConfig = model_config_pb2.ModelConfig
+
+REPOSITORY_ENV = "I2TT_MODEL_REPOSITORY"
+# In a source checkout (editable install) the repository sits beside server/.
+CHECKOUT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+
+
+def find_repository(explicit: str | os.PathLike | None = None) -> Path:
+    """The model repository to serve: an explicit path, else $I2TT_MODEL_REPOSITORY, else
+    ./model_repository, else the source checkout's. A regular install (``pip install
+    ./server``, as in the container) has no checkout beside it, so it needs one of the
+    first two; the container sets the variable to /models."""
+    for candidate, origin in ((explicit, "--model-repository"),
+                              (os.environ.get(REPOSITORY_ENV), f"${REPOSITORY_ENV}")):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not path.is_dir():
+                raise FileNotFoundError(f"{origin}: no model repository at {path}")
+            return path
+    for path in (Path.cwd() / "model_repository", CHECKOUT_REPOSITORY):
+        if path.is_dir():
+            return path
+    raise FileNotFoundError("no model repository found: pass --model-repository or set "
+                            f"${REPOSITORY_ENV}")
 
 
 def read_config(model_dir: Path) -> ModelConfig:
@@ -27,6 +51,33 @@ def write_config(model_dir: Path, config: ModelConfig) -> None:
 
 def model_dirs(repository: Path) -> list[Path]:
     return sorted(p.parent for p in Path(repository).glob("*/config.pbtxt"))
+
+
+def read_configs(repository: Path) -> dict[str, ModelConfig]:
+    """Every model's config, by model name."""
+    return {d.name: read_config(d) for d in model_dirs(repository)}
+
+
+def ensemble_steps(config: ModelConfig) -> list[str]:
+    """The models an ensemble runs, in order; a plain model is its own single step."""
+    if config.platform != "ensemble":
+        return [config.name]
+    return [step.model_name for step in config.ensemble_scheduling.step]
+
+
+def served_folders(repository: Path, models: list[str] | None = None) -> list[str]:
+    """The weights folders the served configs name (their ``weights`` parameter, else the
+    runner's default); absolute paths are the configs' own business."""
+    from .runners import RUNNERS
+
+    folders: list[str] = []
+    for name, config in read_configs(repository).items():
+        if name in RUNNERS and (not models or name in models):
+            folder = config.parameters["weights"].string_value if "weights" in config.parameters \
+                else RUNNERS[name].default_folder()
+            if not Path(folder).is_absolute() and folder not in folders:
+                folders.append(folder)
+    return folders
 
 
 def derive_repository(source: Path, dest: Path,

@@ -1,4 +1,4 @@
-"""The Triton Python-backend glue: a thin shell around a Runner.
+"""The Triton Python-backend glue: a thin shell around a Runner (``TritonModel``).
 
 For each dynamic batch: decode every request's inputs (a bad one gets its own INVALID_ARG
 response and is left out), run ONE ``runner.infer`` over all good items (which groups them
@@ -38,93 +38,102 @@ def output_array(values: list) -> np.ndarray:
     return np.array([v.encode() for v in values], dtype=np.object_).reshape(len(values), 1)
 
 
-def triton_model(runner_class: type[Runner]):
-    """Build the ``TritonPythonModel`` class for a runner (model.py re-exports it)."""
+class TritonModel:
+    """Base of every Python-backend model: its ``model.py`` subclasses it and names the
+    runner, e.g. ``class TritonPythonModel(TritonModel): runner_class = BlipCaptioner``.
 
-    class TritonPythonModel:
-        def initialize(self, args):
-            import triton_python_backend_utils as pb_utils
+    ``pb_utils`` is imported in ``initialize`` (it exists only inside the backend stub), so
+    the class imports anywhere and unit tests can hand it a fake.
+    """
 
-            self.pb = pb_utils
-            config = json.loads(args["model_config"])
-            params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-            self.runner = runner_class.from_parameters(
-                params, instance_kind=args.get("model_instance_kind", ""),
-                device_id=int(args.get("model_instance_device_id", 0) or 0))
-            self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
-                                           thread_name_prefix="decode")
-            log.info("%s ready on %s", runner_class.name, self.runner.device)
+    runner_class: type[Runner]
 
-        def execute(self, requests):
-            try:
-                return self.answer(requests)
-            except Exception as exc:  # never raise out of execute: Triton would fail them all
-                log.error("%s: %s", runner_class.name, traceback.format_exc())
-                return [self.error(f"internal error: {exc}", self.pb.TritonError.INTERNAL)
-                        for _ in requests]
+    def initialize(self, args):
+        import triton_python_backend_utils as pb_utils
 
-        def answer(self, requests):
-            pb = self.pb
-            responses: list = [None] * len(requests)
-            # Tensors are read here, on the backend's thread; decoding (mostly image
-            # decompression, which releases the GIL) runs in parallel across requests.
-            tensors = [self.read(request) for request in requests]
-            parsed = list(self.pool.map(self.parse, tensors)) if len(requests) > 1 \
-                else [self.parse(tensors[0])]
-            items, owners = [], []  # owners: (request index, item count), in order
-            for index, result in enumerate(parsed):
-                if isinstance(result, Exception):
-                    responses[index] = self.error(str(result), pb.TritonError.INVALID_ARG)
-                else:
-                    owners.append((index, len(result)))
-                    items.extend(result)
-            if not items:
-                return responses
-            try:
-                results = self.runner.infer(items)
-            except Exception as exc:
-                log.error("%s: inference failed: %s", runner_class.name, traceback.format_exc())
-                for index, _ in owners:
-                    responses[index] = self.error(f"inference failed: {exc}", pb.TritonError.INTERNAL)
-                return responses
-            start = 0
-            for index, count in owners:
-                mine = results[start:start + count]
-                start += count
-                responses[index] = pb.InferenceResponse(output_tensors=[
-                    pb.Tensor(name, output_array([r[name] for r in mine]))
-                    for name in runner_class.outputs])
+        self.setup(pb_utils, args)
+
+    def setup(self, pb_utils, args) -> None:
+        self.pb = pb_utils
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.runner = self.runner_class.from_parameters(
+            params, instance_kind=args.get("model_instance_kind", ""),
+            device_id=int(args.get("model_instance_device_id", 0) or 0))
+        self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                       thread_name_prefix="decode")
+        log.info("%s ready on %s", self.name, self.runner.device)
+
+    @property
+    def name(self) -> str:
+        return self.runner_class.name
+
+    def execute(self, requests):
+        try:
+            return self.answer(requests)
+        except Exception as exc:  # never raise out of execute: Triton would fail them all
+            log.error("%s: %s", self.name, traceback.format_exc())
+            return [self.error(f"internal error: {exc}", self.pb.TritonError.INTERNAL)
+                    for _ in requests]
+
+    def answer(self, requests):
+        pb = self.pb
+        responses: list = [None] * len(requests)
+        # Tensors are read here, on the backend's thread; decoding (mostly image
+        # decompression, which releases the GIL) runs in parallel across requests.
+        tensors = [self.read(request) for request in requests]
+        parsed = list(self.pool.map(self.parse, tensors)) if len(requests) > 1 \
+            else [self.parse(tensors[0])]
+        items, owners = [], []  # owners: (request index, item count), in order
+        for index, result in enumerate(parsed):
+            if isinstance(result, Exception):
+                responses[index] = self.error(str(result), pb.TritonError.INVALID_ARG)
+            else:
+                owners.append((index, len(result)))
+                items.extend(result)
+        if not items:
             return responses
+        try:
+            results = self.runner.infer(items)
+        except Exception as exc:
+            log.error("%s: inference failed: %s", self.name, traceback.format_exc())
+            for index, _ in owners:
+                responses[index] = self.error(f"inference failed: {exc}", pb.TritonError.INTERNAL)
+            return responses
+        start = 0
+        for index, count in owners:
+            mine = results[start:start + count]
+            start += count
+            responses[index] = pb.InferenceResponse(output_tensors=[
+                pb.Tensor(name, output_array([r[name] for r in mine]))
+                for name in self.runner_class.outputs])
+        return responses
 
-        def read(self, request) -> dict[str, list[bytes] | None] | Exception:
-            try:
-                values = {}
-                for name in runner_class.inputs:
-                    tensor = self.pb.get_input_tensor_by_name(request, name)
-                    values[name] = None if tensor is None else to_bytes_list(tensor.as_numpy())
-                return values
-            except Exception as exc:
-                return InvalidInput(f"could not read inputs: {type(exc).__name__}: {exc}")
+    def read(self, request) -> dict[str, list[bytes] | None] | Exception:
+        try:
+            values = {}
+            for name in self.runner_class.inputs:
+                tensor = self.pb.get_input_tensor_by_name(request, name)
+                values[name] = None if tensor is None else to_bytes_list(tensor.as_numpy())
+            return values
+        except Exception as exc:
+            return InvalidInput(f"could not read inputs: {type(exc).__name__}: {exc}")
 
-        def parse(self, tensors):
-            """The request's items, or the exception that makes it INVALID_ARG."""
-            if isinstance(tensors, Exception):
-                return tensors
-            try:
-                return self.runner.parse(tensors)
-            except InvalidInput as exc:
-                return exc
-            except Exception as exc:  # a decoder bug must still cost only this request
-                log.error("%s: parsing failed: %s", runner_class.name, traceback.format_exc())
-                return InvalidInput(f"could not read inputs: {type(exc).__name__}: {exc}")
+    def parse(self, tensors):
+        """The request's items, or the exception that makes it INVALID_ARG."""
+        if isinstance(tensors, Exception):
+            return tensors
+        try:
+            return self.runner.parse(tensors)
+        except InvalidInput as exc:
+            return exc
+        except Exception as exc:  # a decoder bug must still cost only this request
+            log.error("%s: parsing failed: %s", self.name, traceback.format_exc())
+            return InvalidInput(f"could not read inputs: {type(exc).__name__}: {exc}")
 
-        def error(self, message: str, code):
-            return self.pb.InferenceResponse(
-                error=self.pb.TritonError(f"{runner_class.name}: {message}", code))
+    def error(self, message: str, code):
+        return self.pb.InferenceResponse(error=self.pb.TritonError(f"{self.name}: {message}", code))
 
-        def finalize(self):
-            self.pool.shutdown(wait=False)
-            self.runner = None
-
-    TritonPythonModel.__name__ = f"TritonPythonModel[{runner_class.name}]"
-    return TritonPythonModel
+    def finalize(self):
+        self.pool.shutdown(wait=False)
+        self.runner = None

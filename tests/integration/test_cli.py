@@ -21,7 +21,7 @@ from PIL import Image
 
 from i2tt_client.cli import main
 from i2tt_server.launcher import free_port
-from test_client_support import TEXTS, image_http, reference, requests_seen  # noqa: F401
+from triton_calls import TEXTS, requests_seen
 
 I2TT = Path(sys.executable).parent / "i2tt"
 

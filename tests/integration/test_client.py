@@ -22,10 +22,8 @@ from i2tt_client import (AsyncI2TTClient, Caption, DeadlineExceededError, Descri
 from i2tt_server.launcher import free_port
 import tritonclient.grpc as grpcclient
 from i2tt_client.inputs import image_bytes
-from test_client_support import (SLOW_SECONDS, TEXTS, direct_infer, image_http,  # noqa: F401
-                                 reference)
-
-SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seed_images"
+from testdata import configs
+from triton_calls import SLOW_SECONDS, TEXTS, direct_infer
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +182,7 @@ def test_health(client):
     health = client.health()
     assert health.live and health.ready and health.ok
     assert health.version and health.version[0].isdigit()
-    assert {m.name for m in health.models} == {"blip_caption", "kosmos2_caption", "trocr_ocr",
-                                               "t5_tags", "caption_tags"}
+    assert {m.name for m in health.models} == set(configs())
     assert client.is_live() and client.is_ready() and client.is_model_ready("t5_tags")
     assert client.is_model_ready("no_such_model") is False
     assert json.loads(health.to_json())["ok"] is True
@@ -223,3 +220,18 @@ def test_async_client(triton, seed_dir, seed_images, reference):
     assert captions[2].caption == reference["blip_caption"]["example1.jpg"]["CAPTION"]
     assert described[0].tags == reference["caption_tags"]["example1.jpg"]["TAGS"]
     assert single == Tags(reference["t5_tags"][TEXTS[1]]["TAGS"])
+
+
+def test_generic_infer_reaches_every_served_model(client, seed_images, reference):
+    # Any model in the repository is callable without a typed method of its own.
+    for name, config in configs().items():
+        inputs = {i.name: seed_images["example1.jpg"] if i.name == "IMAGE" else TEXTS[0]
+                  for i in config.input if not i.optional}
+        got = client.infer(name, inputs)
+        assert set(got) == {o.name for o in config.output}, name
+    assert client.infer("t5_tags", {"TEXT": TEXTS[0]}) == {"TAGS": reference["t5_tags"][TEXTS[0]]["TAGS"]}
+    got = client.infer("kosmos2_caption", [{"IMAGE": seed_images["human1.png"], "PROMPT": None}])
+    want = reference["kosmos2_caption"]["human1.png"]
+    assert got == [{"CAPTION": want["CAPTION"], "ENTITIES": json.dumps(want["ENTITIES"])}]
+    with pytest.raises(InvalidInputError, match="dict of input name"):
+        client.infer("t5_tags", ["not a dict"])

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from testdata import configs
+
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_SCRIPT = ROOT / "scripts" / "load.py"
-MODELS = ("caption_tags", "blip_caption", "kosmos2_caption", "trocr_ocr", "t5_tags")
+MODELS = tuple(configs())
 # Generous on purpose: a 2-core CI box shared with other test runs can make one tiny-model
 # request take tens of seconds; the hard kill only guards against a hang.
 REQUEST_TIMEOUT_S = 120
@@ -53,8 +55,9 @@ def user_counts(report_dir: Path) -> set[int]:
 
 
 def test_every_model_under_step_load(triton, tmp_path):
-    # 5 users, one per model ("all" starts user k at model k): 3 at once, 2 more after 2 s.
-    result = run_load(triton, tmp_path, "--task-set", "all", "--users", "5",
+    # One user per model ("all" starts user k at model k): 3 at once, then 2 more every 2 s.
+    users = len(MODELS)
+    result = run_load(triton, tmp_path, "--task-set", "all", "--users", str(users),
                       "--step-users", "3", "--step-seconds", "2", "--duration", "5",
                       "--p95-ms", str(REQUEST_TIMEOUT_S * 2000))
     assert result.returncode == 0, result.stdout
@@ -66,7 +69,7 @@ def test_every_model_under_step_load(triton, tmp_path):
         assert int(rows[model]["Request Count"]) >= 1
         assert int(rows[model]["Failure Count"]) == 0, result.stdout
     assert int(rows["Aggregated"]["Failure Count"]) == 0
-    assert {3, 5} <= user_counts(tmp_path), "users did not step from 3 up to 5"
+    assert {3, users} <= user_counts(tmp_path), f"users did not step from 3 up to {users}"
     assert (tmp_path / "report.html").stat().st_size > 0
 
 

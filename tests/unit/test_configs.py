@@ -1,85 +1,120 @@
-"""Every config.pbtxt parses as a Triton ModelConfig and matches the wire contract."""
+"""Every config.pbtxt parses as a Triton ModelConfig, and the repository, the runner
+registry, the test-weights builders and the configs agree: a model added to one and
+forgotten in another fails here."""
 
+import ast
 from pathlib import Path
 
 import pytest
 
 from i2tt_server.repository import (CPU_MAX_BATCH, cpu_batching, derive_repository,
-                                    model_dirs, read_config)
-from i2tt_server.runners import RUNNERS
+                                    ensemble_steps, model_dirs, read_config, served_folders,
+                                    set_parameter)
+from i2tt_server.runners import RUNNERS, checkpoints, default_folders, runner_for_folder
 from i2tt_server.runners.base import Settings
-from i2tt_server.weights.layout import CHECKPOINTS
+from i2tt_server.weights.synthetic import BUILDERS
+from testdata import REPOSITORY, configs
 
-ROOT = Path(__file__).resolve().parents[2]
-REPOSITORY = ROOT / "model_repository"
 STRING = 13  # TYPE_STRING
-
-# The wire contract of DESIGN.md: model -> (inputs, optional inputs, outputs)
-CONTRACT = {
-    "blip_caption": ({"IMAGE", "PROMPT"}, {"PROMPT"}, {"CAPTION": [1]}),
-    "kosmos2_caption": ({"IMAGE", "PROMPT"}, {"PROMPT"}, {"CAPTION": [1], "ENTITIES": [1]}),
-    "trocr_ocr": ({"IMAGE"}, set(), {"TEXT": [1]}),
-    "t5_tags": ({"TEXT"}, set(), {"TAGS": [-1]}),
-    "caption_tags": ({"IMAGE"}, set(), {"CAPTION": [1], "TAGS": [-1]}),
-}
+PYTHON_MODELS = sorted(name for name, c in configs().items() if c.backend == "python")
+ENSEMBLES = sorted(name for name, c in configs().items() if c.platform == "ensemble")
 
 
-def configs():
-    return {d.name: read_config(d) for d in model_dirs(REPOSITORY)}
+def test_every_model_is_a_python_model_or_an_ensemble():
+    assert set(configs()) == set(PYTHON_MODELS) | set(ENSEMBLES)
+    assert PYTHON_MODELS and ENSEMBLES
 
 
-def test_repository_holds_exactly_the_contract_models():
-    assert set(configs()) == set(CONTRACT)
+def test_every_python_model_has_a_runner_and_every_runner_a_model():
+    assert set(PYTHON_MODELS) == set(RUNNERS)
 
 
-@pytest.mark.parametrize("name", sorted(CONTRACT))
-def test_config_matches_contract(name):
+def test_every_runner_has_weights_folders_and_a_test_weights_builder():
+    assert set(BUILDERS) == set(RUNNERS)
+    for runner in RUNNERS.values():
+        assert runner.default_folder() in runner.checkpoints, runner.name
+        assert runner.model_class and runner.processor_class
+        for folder, hub in runner.checkpoints.items():
+            assert runner_for_folder(folder) is runner
+            assert hub.count("/") == 1, hub
+    assert len(checkpoints()) == sum(len(r.checkpoints) for r in RUNNERS.values()), \
+        "two runners claim one weights folder"
+
+
+@pytest.mark.parametrize("name", sorted(configs()))
+def test_wire_contract_types_and_shapes(name):
     config = configs()[name]
-    inputs, optional, outputs = CONTRACT[name]
     assert config.name == name
-    assert {i.name for i in config.input} == inputs
-    assert {i.name for i in config.input if i.optional} == optional
-    assert {o.name: list(o.dims) for o in config.output} == outputs
+    assert config.max_batch_size >= 1
     for tensor in [*config.input, *config.output]:
         assert tensor.data_type == STRING, tensor.name
-    assert config.max_batch_size >= 1
-    for i in config.input:
-        assert list(i.dims) == [1]
+    for tensor in config.input:
+        assert list(tensor.dims) == [1], tensor.name  # one encoded image or text per item
+    for tensor in config.output:
+        assert list(tensor.dims) in ([1], [-1]), tensor.name
 
 
-@pytest.mark.parametrize("name", sorted(RUNNERS))
+@pytest.mark.parametrize("name", PYTHON_MODELS)
 def test_python_models_batch_and_match_their_runner(name):
     config = configs()[name]
     runner = RUNNERS[name]
-    assert config.backend == "python"
     assert config.HasField("dynamic_batching"), "no dynamic batching"
     assert all(size <= config.max_batch_size for size in config.dynamic_batching.preferred_batch_size)
     assert tuple(i.name for i in config.input) == runner.inputs
+    assert [i.name for i in config.input if i.optional] == list(runner.inputs[1:])
     assert tuple(o.name for o in config.output) == runner.outputs
     params = {k: v.string_value for k, v in config.parameters.items()}
     settings = runner.settings_class.from_parameters(params)  # unknown keys raise
-    assert settings.weights in CHECKPOINTS
+    assert settings.weights in runner.checkpoints
     # Triton 2.51 caches a Python-backend error as an empty success: no cache on these
     assert not config.response_cache.enable
     # one config for CPU and GPU: a KIND_GPU group would fail to load on a CPU-only host
     assert all(g.kind != 2 for g in config.instance_group)
-    model_py = (REPOSITORY / name / "1" / "model.py").read_text()
-    assert runner.__name__ in model_py and "triton_model" in model_py
 
 
-def test_ensemble_chains_caption_into_tags():
-    config = configs()["caption_tags"]
+@pytest.mark.parametrize("name", PYTHON_MODELS)
+def test_settings_defaults_live_once(name):
+    # A parameter in config.pbtxt that repeats its Settings default is a second copy that
+    # would silently diverge: configs hold only what they change.
+    defaults = RUNNERS[name].settings_class()
+    for key, value in configs()[name].parameters.items():
+        assert str(getattr(defaults, key)).lower() != value.string_value.lower(), key
+
+
+@pytest.mark.parametrize("name", PYTHON_MODELS)
+def test_model_py_subclasses_the_adapter_with_its_runner(name):
+    tree = ast.parse((REPOSITORY / name / "1" / "model.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert cls.name == "TritonPythonModel"
+    assert [b.id for b in cls.bases] == ["TritonModel"]
+    (assign,) = [n for n in cls.body if isinstance(n, ast.Assign)]
+    assert assign.targets[0].id == "runner_class"
+    assert assign.value.id == RUNNERS[name].__name__
+
+
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_ensembles_wire_existing_steps(name):
+    config = configs()[name]
     all_configs = configs()
-    assert config.platform == "ensemble"
     steps = config.ensemble_scheduling.step
-    assert [s.model_name for s in steps] == ["blip_caption", "t5_tags"]
-    assert dict(steps[0].input_map) == {"IMAGE": "IMAGE"}
-    assert dict(steps[1].input_map) == {"TEXT": dict(steps[0].output_map)["CAPTION"]}
-    assert set(dict(steps[1].output_map).values()) == {"TAGS"}
+    available = {i.name for i in config.input}
     for step in steps:
-        assert config.max_batch_size <= all_configs[step.model_name].max_batch_size
-    assert not (ROOT / "model_repository" / "caption_tags" / "1" / "model.py").exists()
+        target = all_configs[step.model_name]
+        assert config.max_batch_size <= target.max_batch_size
+        assert set(step.input_map) <= {i.name for i in target.input}
+        assert set(step.input_map.values()) <= available, "a step reads a tensor nobody made"
+        assert set(step.output_map) <= {o.name for o in target.output}
+        available |= set(step.output_map.values())
+    assert {o.name for o in config.output} <= available
+    assert not (REPOSITORY / name / "1" / "model.py").exists()
     assert config.response_cache.enable
+
+
+def test_caption_tags_chains_caption_into_tags():
+    config = configs()["caption_tags"]
+    assert ensemble_steps(config) == ["blip_caption", "t5_tags"]
+    steps = config.ensemble_scheduling.step
+    assert dict(steps[1].input_map) == {"TEXT": dict(steps[0].output_map)["CAPTION"]}
 
 
 def test_settings_reject_typos_and_bad_values():
@@ -107,10 +142,22 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
 
 
 def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):
-    from i2tt_server.cli import served_folders
-    from i2tt_server.repository import set_parameter
-
-    assert set(served_folders(REPOSITORY, None)) == {"blip-large", "kosmos-2", "trocr-printed", "t5-tags"}
+    assert set(served_folders(REPOSITORY)) == set(default_folders())
     assert served_folders(REPOSITORY, ["t5_tags", "caption_tags"]) == ["t5-tags"]
     derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("blip_caption", "weights", "blip-base"))
-    assert "blip-base" in served_folders(derived, None)
+    assert "blip-base" in served_folders(derived)
+
+
+def test_model_repository_is_found_from_a_regular_install(tmp_path, monkeypatch):
+    from i2tt_server.repository import REPOSITORY_ENV, find_repository
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(REPOSITORY_ENV, str(REPOSITORY))
+    assert find_repository() == REPOSITORY
+    assert find_repository(tmp_path) == tmp_path  # explicit wins
+    monkeypatch.setenv(REPOSITORY_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="no model repository"):
+        find_repository()
+    monkeypatch.delenv(REPOSITORY_ENV)
+    (tmp_path / "model_repository").mkdir()
+    assert find_repository() == Path("model_repository").resolve()

@@ -1,6 +1,6 @@
 import pytest
 
-from i2tt_server.batching import group_indices
+from i2tt_server.runners.base import group_indices
 from i2tt_server.text import clean_caption, clean_tags
 
 

@@ -1,6 +1,8 @@
 """Triton adapter for blip_caption: the model logic lives in i2tt_server.runners."""
 
 from i2tt_server.runners import BlipCaptioner
-from i2tt_server.triton_adapter import triton_model
+from i2tt_server.triton_adapter import TritonModel
 
-TritonPythonModel = triton_model(BlipCaptioner)
+
+class TritonPythonModel(TritonModel):
+    runner_class = BlipCaptioner

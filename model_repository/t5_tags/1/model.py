@@ -1,6 +1,8 @@
 """Triton adapter for t5_tags: the model logic lives in i2tt_server.runners."""
 
 from i2tt_server.runners import T5Tagger
-from i2tt_server.triton_adapter import triton_model
+from i2tt_server.triton_adapter import TritonModel
 
-TritonPythonModel = triton_model(T5Tagger)
+
+class TritonPythonModel(TritonModel):
+    runner_class = T5Tagger

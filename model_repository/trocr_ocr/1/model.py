@@ -1,6 +1,8 @@
 """Triton adapter for trocr_ocr: the model logic lives in i2tt_server.runners."""
 
 from i2tt_server.runners import TrOCRReader
-from i2tt_server.triton_adapter import triton_model
+from i2tt_server.triton_adapter import TritonModel
 
-TritonPythonModel = triton_model(TrOCRReader)
+
+class TritonPythonModel(TritonModel):
+    runner_class = TrOCRReader

@@ -1,14 +1,39 @@
 """Plain-Python model logic: load, preprocess, one batched generate, postprocess.
 
 Each runner is usable without Triton (tests, benchmarks, notebooks); the Triton adapter
-only moves tensors in and out of it.
+only moves tensors in and out of it. ``RUNNERS`` is the registry every table of model
+facts (weights folders, checkpoints, transformers classes) is derived from.
 """
 
+from __future__ import annotations
+
+from .base import Runner
 from .blip import BlipCaptioner
 from .kosmos2 import Kosmos2Grounder
 from .t5_tags import T5Tagger
 from .trocr import TrOCRReader
 
-RUNNERS = {cls.name: cls for cls in (BlipCaptioner, Kosmos2Grounder, TrOCRReader, T5Tagger)}
+RUNNERS: dict[str, type[Runner]] = {
+    cls.name: cls for cls in (BlipCaptioner, Kosmos2Grounder, TrOCRReader, T5Tagger)}
 
-__all__ = ["RUNNERS", "BlipCaptioner", "Kosmos2Grounder", "TrOCRReader", "T5Tagger"]
+
+def checkpoints() -> dict[str, str]:
+    """Every known weights folder -> its public checkpoint."""
+    return {folder: hub for runner in RUNNERS.values() for folder, hub in runner.checkpoints.items()}
+
+
+def runner_for_folder(folder: str) -> type[Runner]:
+    """The runner whose model a weights folder holds."""
+    for runner in RUNNERS.values():
+        if folder in runner.checkpoints:
+            return runner
+    raise KeyError(f"unknown weights folder {folder!r}; known: {', '.join(checkpoints())}")
+
+
+def default_folders() -> list[str]:
+    """The folder each runner loads unless its config names another."""
+    return [runner.default_folder() for runner in RUNNERS.values()]
+
+
+__all__ = ["RUNNERS", "Runner", "BlipCaptioner", "Kosmos2Grounder", "TrOCRReader", "T5Tagger",
+           "checkpoints", "runner_for_folder", "default_folders"]

@@ -1,18 +1,22 @@
-"""What every runner shares: settings from config parameters, device and dtype choice,
-input decoding, and the inference-mode generate call."""
+"""What every runner shares: its facts (Triton name, inputs, outputs, transformers
+classes, weights folders), settings from config parameters, device and dtype choice, input
+decoding, grouping a batch by what changes its computation, and the generate call.
+
+A runner class is the one place a model's facts live: the weights tooling, the fetcher,
+the benchmark and the tests read them from the registry (``runners.RUNNERS``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Hashable, Sequence
 
 from PIL import Image
 
 from ..errors import InvalidInput
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
-from ..weights.layout import load_pretrained, model_dir
+from ..weights.layout import model_dir
 
 log = logging.getLogger("i2tt_server")
 
@@ -78,15 +82,46 @@ def pick_dtype(device, requested: str, gpu_dtype: str):
     return getattr(torch, name)
 
 
+def group_indices(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """Indices of equal keys, groups in first-seen order, indices ascending."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
 class Runner:
-    """Base class: subclasses set the class attributes and implement parse_one/infer
-    (their transformers classes come from weights.layout.TRANSFORMERS_CLASSES)."""
+    """Base class: subclasses set the class attributes and implement ``parse_one``,
+    ``infer_group`` and ``warmup_items`` (and ``group_key`` where items of one batch must
+    not share a forward pass)."""
 
     name: ClassVar[str]  # the Triton model name it serves
     inputs: ClassVar[tuple[str, ...]]  # first one required, the rest optional
     outputs: ClassVar[tuple[str, ...]]
     settings_class: ClassVar[type[Settings]] = Settings
     gpu_dtype: ClassVar[str] = "float16"
+    # transformers class names that load its weights folder (model, processor/tokenizer)
+    model_class: ClassVar[str]
+    processor_class: ClassVar[str]
+    # weights folder -> the public checkpoint on the Hugging Face hub it holds; the
+    # default folder is the Settings' ``weights``
+    checkpoints: ClassVar[dict[str, str]]
+    # the kind of input benchmarks and load tests send it: "photo", "line" (an image of one
+    # line of text) or "text"
+    sample: ClassVar[str] = "photo"
+
+    @classmethod
+    def default_folder(cls) -> str:
+        return cls.settings_class().weights
+
+    @classmethod
+    def load_pretrained(cls, path, **model_kwargs):
+        """(processor, model) from a weights folder (or hub id), model in eval mode."""
+        import transformers
+
+        processor = getattr(transformers, cls.processor_class).from_pretrained(path)
+        model = getattr(transformers, cls.model_class).from_pretrained(path, **model_kwargs)
+        return processor, model.eval()
 
     def __init__(self, settings: Settings, instance_kind: str = "", device_id: int = 0):
         import torch
@@ -111,7 +146,7 @@ class Runner:
         return cls(cls.settings_class.from_parameters(params), **kwargs)
 
     def load(self) -> None:
-        self.processor, model = load_pretrained(self.name, self.path, dtype=self.dtype)
+        self.processor, model = self.load_pretrained(self.path, dtype=self.dtype)
         self.model = model.to(self.device)
 
     # -- to implement -------------------------------------------------------------------
@@ -119,12 +154,27 @@ class Runner:
         """One item from its raw input bytes (optional inputs absent); raises InvalidInput."""
         raise NotImplementedError
 
-    def infer(self, items: Sequence[Any]) -> list[dict[str, Any]]:
-        """All items in as few batched generate calls as parity allows; one dict per item."""
+    def infer_group(self, items: Sequence[Any], key: Hashable) -> list[dict[str, Any]]:
+        """One batched generate for items that share ``key``; one dict per item."""
         raise NotImplementedError
 
     def warmup_items(self) -> list[Any]:
         raise NotImplementedError
+
+    def group_key(self, item: Any) -> Hashable:
+        """What must be equal for items to share one forward pass. BLIP and Kosmos-2 give
+        different answers when prompts of different lengths share one padded batch, so
+        they group by prompt; the default is one group."""
+        return None
+
+    def infer(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """All items in as few batched generate calls as parity allows; one dict per item,
+        in order."""
+        results: list[dict[str, Any]] = [{}] * len(items)
+        for key, indices in group_indices([self.group_key(item) for item in items]).items():
+            for index, result in zip(indices, self.infer_group([items[i] for i in indices], key)):
+                results[index] = result
+        return results
 
     # -- shared -------------------------------------------------------------------------
     def parse(self, tensors: dict[str, list[bytes] | None]) -> list[Any]:
@@ -158,7 +208,7 @@ class Runner:
                 for key, value in batch.items()}
 
 
-def text(data: bytes | None, name: str, required: bool = True) -> str | None:
+def read_text(data: bytes | None, name: str, required: bool = True) -> str | None:
     """Decode a UTF-8 text input; empty means absent for optional inputs."""
     if data is None or data == b"":
         if required:

@@ -7,9 +7,8 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from ..batching import group_indices
 from ..text import clean_caption
-from .base import Runner, Settings, gray_image, text
+from .base import Runner, Settings, gray_image, read_text
 
 
 @dataclasses.dataclass
@@ -29,28 +28,26 @@ class BlipCaptioner(Runner):
     inputs = ("IMAGE", "PROMPT")
     outputs = ("CAPTION",)
     settings_class = BlipSettings
+    model_class = "BlipForConditionalGeneration"
+    processor_class = "BlipProcessor"
+    checkpoints = {"blip-large": "Salesforce/blip-image-captioning-large",
+                   "blip-base": "Salesforce/blip-image-captioning-base"}
 
     def parse_one(self, values):
-        return BlipItem(self.image(values["IMAGE"]), text(values.get("PROMPT"), "PROMPT", False))
+        return BlipItem(self.image(values["IMAGE"]), read_text(values.get("PROMPT"), "PROMPT", False))
 
     def warmup_items(self):
         return [BlipItem(gray_image(), None)]
 
-    def infer(self, items):
-        captions: list[str] = [""] * len(items)
-        for prompt, indices in group_indices(item.prompt for item in items).items():
-            captions_of_group = self.caption([items[i].image for i in indices], prompt)
-            for index, caption in zip(indices, captions_of_group):
-                captions[index] = caption
-        return [{"CAPTION": c} for c in captions]
+    def group_key(self, item):
+        return item.prompt
 
-    def caption(self, images: list[Image.Image], prompt: str | None) -> list[str]:
-        """One batched generate for images sharing one prompt (or none)."""
+    def infer_group(self, items, prompt):
+        images = [item.image for item in items]
         text_kwargs = {"text": [prompt] * len(images)} if prompt else {}
         batch = self.processor(images=images, return_tensors="pt", **text_kwargs)
         generated = self.generate(self.model, **self.to_device(batch))
-        captions = self.processor.batch_decode(generated, skip_special_tokens=True)
-        captions = [c.strip() for c in captions]
+        captions = [c.strip() for c in self.processor.batch_decode(generated, skip_special_tokens=True)]
         if self.settings.clean_caption:
             captions = [clean_caption(c) for c in captions]
-        return captions
+        return [{"CAPTION": c} for c in captions]

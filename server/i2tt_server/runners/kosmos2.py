@@ -8,8 +8,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from ..batching import group_indices
-from .base import Runner, Settings, gray_image, text
+from .base import Runner, Settings, gray_image, read_text
 
 DEFAULT_PROMPT = "<grounding>An image of"
 
@@ -38,23 +37,22 @@ class Kosmos2Grounder(Runner):
     inputs = ("IMAGE", "PROMPT")
     outputs = ("CAPTION", "ENTITIES")
     settings_class = Kosmos2Settings
+    model_class = "Kosmos2ForConditionalGeneration"
+    processor_class = "Kosmos2Processor"
+    checkpoints = {"kosmos-2": "microsoft/kosmos-2-patch14-224"}
 
     def parse_one(self, values):
-        prompt = text(values.get("PROMPT"), "PROMPT", False) or DEFAULT_PROMPT
+        prompt = read_text(values.get("PROMPT"), "PROMPT", False) or DEFAULT_PROMPT
         return Kosmos2Item(self.image(values["IMAGE"]), prompt)
 
     def warmup_items(self):
         return [Kosmos2Item(gray_image(), DEFAULT_PROMPT)]
 
-    def infer(self, items):
-        results: list[dict] = [{}] * len(items)
-        for prompt, indices in group_indices(item.prompt for item in items).items():
-            for index, result in zip(indices, self.ground([items[i].image for i in indices], prompt)):
-                results[index] = result
-        return results
+    def group_key(self, item):
+        return item.prompt
 
-    def ground(self, images: list[Image.Image], prompt: str) -> list[dict]:
-        """One batched generate for images sharing one prompt."""
+    def infer_group(self, items, prompt):
+        images = [item.image for item in items]
         batch = self.to_device(self.processor(text=[prompt] * len(images), images=images,
                                               return_tensors="pt"))
         generated = self.generate(

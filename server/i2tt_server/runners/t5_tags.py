@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..text import clean_tags
-from .base import Runner, Settings, text
+from .base import Runner, Settings, read_text
 
 
 @dataclasses.dataclass
@@ -20,16 +20,20 @@ class T5Tagger(Runner):
     name = "t5_tags"
     inputs = ("TEXT",)
     outputs = ("TAGS",)
+    sample = "text"  # what the benchmark and load test send it
     settings_class = T5Settings
     gpu_dtype = "bfloat16"  # T5 overflows in float16
+    model_class = "T5ForConditionalGeneration"
+    processor_class = "AutoTokenizer"
+    checkpoints = {"t5-tags": "fabiochiu/t5-base-tag-generation"}
 
     def parse_one(self, values):
-        return text(values["TEXT"], "TEXT")
+        return read_text(values["TEXT"], "TEXT")
 
     def warmup_items(self):
         return ["a photography of a wooden block on a table"]
 
-    def infer(self, items):
+    def infer_group(self, items, _key):
         batch = self.processor(list(items), max_length=self.settings.max_input_tokens,
                                truncation=True, padding=True, return_tensors="pt")
         generated = self.generate(self.model, **self.to_device(batch))

@@ -17,7 +17,12 @@ class TrOCRReader(Runner):
     name = "trocr_ocr"
     inputs = ("IMAGE",)
     outputs = ("TEXT",)
+    sample = "line"  # what the benchmark and load test send it
     settings_class = TrOCRSettings
+    model_class = "VisionEncoderDecoderModel"
+    processor_class = "TrOCRProcessor"
+    checkpoints = {"trocr-printed": "microsoft/trocr-base-printed",
+                   "trocr-handwritten": "microsoft/trocr-base-handwritten"}
 
     def parse_one(self, values):
         return self.image(values["IMAGE"])
@@ -25,7 +30,7 @@ class TrOCRReader(Runner):
     def warmup_items(self):
         return [gray_image()]
 
-    def infer(self, items):
+    def infer_group(self, items, _key):
         batch = self.processor(images=list(items), return_tensors="pt")
         generated = self.generate(self.model, **self.to_device(batch))
         texts = self.processor.batch_decode(generated, skip_special_tokens=True)

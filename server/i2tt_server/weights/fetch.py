@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import CHECKPOINTS, FOLDER_MODEL, load_pretrained
 
 
 class FetchError(RuntimeError):
@@ -15,11 +14,15 @@ def fetch_weights(dest: Path, folders, log=print) -> list[Path]:
     """Download each folder's checkpoint and save it in save_pretrained layout under dest."""
     from huggingface_hub import snapshot_download
 
+    from ..runners import runner_for_folder
+
     made = []
     for folder in folders:
-        if folder not in CHECKPOINTS:
-            raise FetchError(f"unknown weights folder {folder!r}; known: {', '.join(CHECKPOINTS)}")
-        repo = CHECKPOINTS[folder]
+        try:
+            runner = runner_for_folder(folder)
+        except KeyError as exc:
+            raise FetchError(exc.args[0]) from None
+        repo = runner.checkpoints[folder]
         target = dest / folder
         if (target / "config.json").is_file():
             log(f"{folder}: already in {target}")
@@ -33,7 +36,7 @@ def fetch_weights(dest: Path, folders, log=print) -> list[Path]:
             raise FetchError(f"could not download {repo}: {type(exc).__name__}: {exc}. "
                              "Without internet, use `i2tt-server make-test-weights` "
                              "(random weights) or copy the folders in by hand.") from None
-        processor, model = load_pretrained(FOLDER_MODEL[folder], source)
+        processor, model = runner.load_pretrained(source)
         target.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(target)
         processor.save_pretrained(target)

@@ -67,7 +67,9 @@ def _vision(size: str, tiny: dict, full: dict) -> dict:
     return tiny if size == "tiny" else full
 
 
-def build_blip(dest: Path, size: str, large: bool, seed: int) -> None:
+def build_blip(dest: Path, size: str, variant: int) -> None:
+    large = dest.name.endswith("large")
+    seed = 2 + variant
     import torch
     from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration,
                               BlipImageProcessor, BlipProcessor)
@@ -101,7 +103,8 @@ def build_blip(dest: Path, size: str, large: bool, seed: int) -> None:
     _save(model, processor, dest, size, "blip")
 
 
-def build_kosmos2(dest: Path, size: str, seed: int) -> None:
+def build_kosmos2(dest: Path, size: str, variant: int) -> None:
+    seed = 3 + variant
     import torch
     from transformers import (CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration,
                               Kosmos2Processor, XLMRobertaTokenizer)
@@ -139,7 +142,8 @@ def build_kosmos2(dest: Path, size: str, seed: int) -> None:
     _save(model, processor, dest, size, "kosmos")
 
 
-def build_trocr(dest: Path, size: str, seed: int) -> None:
+def build_trocr(dest: Path, size: str, variant: int) -> None:
+    seed = 4 + variant
     import torch
     from transformers import (RobertaTokenizer, TrOCRConfig, TrOCRProcessor,
                               VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
@@ -178,7 +182,8 @@ def build_trocr(dest: Path, size: str, seed: int) -> None:
     _save(model, processor, dest, size, "trocr")
 
 
-def build_t5(dest: Path, size: str, seed: int) -> None:
+def build_t5(dest: Path, size: str, variant: int) -> None:
+    seed = 10 + variant
     import torch
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
@@ -207,26 +212,27 @@ def _save(model, processor, dest: Path, size: str, family: str) -> None:
     processor.save_pretrained(dest)
 
 
-# folder name -> builder; seeds differ so base/large and printed/handwritten are distinct models
+# Triton model -> builder(dest, size, variant): ``variant`` is the folder's position in the
+# runner's ``checkpoints``, so that base/large and printed/handwritten get distinct seeds.
 BUILDERS = {
-    "blip-base": lambda d, s: build_blip(d, s, large=False, seed=3),
-    "blip-large": lambda d, s: build_blip(d, s, large=True, seed=2),
-    "kosmos-2": lambda d, s: build_kosmos2(d, s, seed=3),
-    "trocr-printed": lambda d, s: build_trocr(d, s, seed=4),
-    "trocr-handwritten": lambda d, s: build_trocr(d, s, seed=5),
-    "t5-tags": lambda d, s: build_t5(d, s, seed=10),
+    "blip_caption": build_blip,
+    "kosmos2_caption": build_kosmos2,
+    "trocr_ocr": build_trocr,
+    "t5_tags": build_t5,
 }
 
 
 def make_test_weights(dest: Path, size: str = "tiny", folders=None, log=print) -> list[Path]:
-    """Build weights for ``folders`` (default all) under ``dest``; returns the folders made."""
+    """Build weights for ``folders`` (default: every runner's) under ``dest``; returns the
+    folders made."""
+    from ..runners import checkpoints, runner_for_folder
+
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, not {size!r}")
     made = []
-    for folder in folders or BUILDERS:
-        if folder not in BUILDERS:
-            raise ValueError(f"unknown weights folder {folder!r}; known: {', '.join(BUILDERS)}")
+    for folder in folders or checkpoints():
+        runner = runner_for_folder(folder)  # KeyError names the known folders
         log(f"building {size} {folder} in {dest / folder}")
-        BUILDERS[folder](dest / folder, size)
+        BUILDERS[runner.name](dest / folder, size, list(runner.checkpoints).index(folder))
         made.append(dest / folder)
     return made

@@ -1,0 +1,36 @@
+"""The test data the project carries (tests/data/) and the model repository's facts, for
+tests, load tests and benchmarks alike.
+
+tests/data/ holds three real photographs and expected.json: what the public checkpoints
+answered for them (checked only where the real weights are present).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+REPOSITORY = ROOT / "model_repository"
+SEED_NAMES = ("example1.jpg", "example2.png", "human1.png")
+
+
+def seed_bytes(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def expected_cases() -> list[dict]:
+    return json.loads((DATA / "expected.json").read_text())["cases"]
+
+
+def configs() -> dict:
+    """model name -> its ModelConfig, from the shipped repository."""
+    from i2tt_server.repository import read_configs
+
+    return read_configs(REPOSITORY)
+
+
+def list_outputs(config) -> set[str]:
+    """Outputs of variable per-item shape (dims [-1], like TAGS): lists of strings."""
+    return {o.name for o in config.output if list(o.dims) == [-1]}
