@@ -4,6 +4,7 @@ the server arguments, every PromQL expression and the metric names it reads."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -23,8 +24,15 @@ LOCK = DEPLOY / "docker" / "requirements.lock"
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor the manifests are validated against
 
 
+@functools.lru_cache(maxsize=None)
 def kubectl() -> str | None:
-    return shutil.which("kubectl")
+    """kubectl with Kustomize 5 or later (the overlays use its `labels` and inline patches)."""
+    path = shutil.which("kubectl")
+    if not path:
+        return None
+    result = subprocess.run([path, "version", "--client"], capture_output=True, text=True, timeout=60)
+    match = re.search(r"Kustomize Version: v(\d+)", result.stdout)
+    return path if match and int(match.group(1)) >= 5 else None
 
 
 def render(kustomization: Path) -> list[dict]:
