@@ -5,6 +5,7 @@ they load, drain on shutdown and get shared memory."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -193,7 +194,10 @@ def test_probes_ask_the_servers_health_endpoints_on_its_http_port(rendered):
 def test_startup_budget_is_at_least_ten_minutes(rendered):
     _, docs = rendered
     probe = server_container(docs)["startupProbe"]
-    assert probe["periodSeconds"] * probe["failureThreshold"] >= 600
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    assert budget >= 600
+    # the launcher must not give up on loading before Kubernetes does
+    assert 600 <= float(option(serve_args(docs), "--ready-timeout")) < budget
 
 
 def test_grace_period_covers_the_pause_and_the_exit_timeout(rendered):
@@ -352,3 +356,25 @@ def test_deploy_readme_commands_are_the_tested_ones():
     profiles = {p for s in compose["services"].values() for p in s.get("profiles", [])}
     for path, profile in re.findall(r"docker compose -f (\S+) --profile (\S+)", readme):
         assert ROOT / path == COMPOSE and profile in profiles
+
+
+def test_the_api_key_component_adds_the_key_file_from_its_secret(tmp_path):
+    import kubernetes_validate
+
+    if kubectl() is None:
+        pytest.skip("no kubectl with Kustomize 5+ (it renders the Kustomize overlays)")
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / "gpu", tmp_path)],
+        "components": [os.path.relpath(K8S / "components" / "api-key", tmp_path)]}))
+    docs = render(tmp_path)
+    for doc in docs:
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    container = server_container(docs)
+    key_file = option(container["args"], "--api-key-file")
+    (mount,) = [m for m in container["volumeMounts"] if key_file.startswith(m["mountPath"] + "/")]
+    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "i2tt-api-key" and mount["readOnly"]
+    assert option(container["args"], "--batching") == "gpu"  # the overlay's own patch kept
