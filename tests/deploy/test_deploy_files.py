@@ -59,6 +59,18 @@ def test_every_document_validates_against_the_kubernetes_schemas(rendered):
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
+def test_the_examples_validate_against_the_kubernetes_schemas():
+    import kubernetes_validate
+
+    examples = sorted((K8S / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            pod = doc["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+
+
 def test_the_validator_refuses_an_unknown_field(rendered):
     import kubernetes_validate
 
@@ -346,7 +358,11 @@ def test_vermin_finds_nothing_newer_than_python_3_10():
 # -- the README's commands are the ones validated here -------------------------------------
 
 def test_deploy_readme_commands_are_the_tested_ones():
-    readme = (DEPLOY / "README.md").read_text()
+    readme = (DEPLOY / "README.md").read_text() + (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#:]+)\)", (DEPLOY / "README.md").read_text()):
+        assert (DEPLOY / target).exists(), f"deploy/README.md links to missing {target}"
+    for path in re.findall(r"kubectl apply -f (\S+)", readme):
+        assert (ROOT / path).is_file() and (ROOT / path).parent == K8S / "examples", path
     applied = re.findall(r"kubectl apply -k (\S+)", readme)
     assert "deploy/k8s/overlays/gpu" in applied
     for path in applied:
