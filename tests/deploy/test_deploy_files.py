@@ -394,3 +394,14 @@ def test_the_api_key_component_adds_the_key_file_from_its_secret(tmp_path):
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == "i2tt-api-key" and mount["readOnly"]
     assert option(container["args"], "--batching") == "gpu"  # the overlay's own patch kept
+
+
+def test_the_build_context_keeps_what_the_dockerfile_copies():
+    kept = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+            if line.startswith("!")]
+    sources = [line.split()[1].rstrip("/") for line in DOCKERFILE.read_text().splitlines()
+               if line.startswith("COPY ") and "--from=" not in line]
+    assert sources
+    for source in sources:
+        assert source in kept, f"{source} is excluded from the build context by .dockerignore"
+        assert (ROOT / source).exists(), source
