@@ -1,18 +1,22 @@
 """The models' own Prometheus metrics (``i2tt_*``), published on Triton's metrics port
 through the Python backend's custom-metrics API (``pb_utils.MetricFamily``).
 
-Triton already counts requests, failures, latency, queue time and batches per model; these
-add what only the model code knows: why inputs were refused, how many tokens were
-generated, how many items one execution carried, and how long image decoding took.
+Triton already counts requests, latency, queue time and batches per model; these add what
+only the model code knows: why inputs were refused, which requests failed inside the model,
+how many tokens were generated, how many items one execution carried, and how long image
+decoding took. Triton 2.51 counts every response a Python model answers with an error as a
+success (``nv_inference_request_failure`` stays 0), so the two error counters here are the
+only record of them.
 """
 
 from __future__ import annotations
 
 REJECTED = "i2tt_rejected_inputs_total"
+INTERNAL = "i2tt_internal_errors_total"
 GENERATED = "i2tt_generated_tokens_total"
 ITEMS = "i2tt_items_per_execution"
 DECODE = "i2tt_image_decode_seconds"
-NAMES = (REJECTED, GENERATED, ITEMS, DECODE)
+NAMES = (REJECTED, INTERNAL, GENERATED, ITEMS, DECODE)
 
 ITEM_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
 DECODE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
@@ -52,6 +56,8 @@ class ModelMetrics:
         self.families = {
             REJECTED: family(name=REJECTED, kind=family.COUNTER,
                              description="Inputs refused with INVALID_ARG, by model and reason"),
+            INTERNAL: family(name=INTERNAL, kind=family.COUNTER,
+                             description="Requests answered INTERNAL (the model failed), by model"),
             GENERATED: family(name=GENERATED, kind=family.COUNTER,
                               description="Tokens generated, by model"),
             ITEMS: family(name=ITEMS, kind=family.HISTOGRAM,
@@ -60,6 +66,7 @@ class ModelMetrics:
                            description="Seconds spent decoding one request's images"),
         }
         labels = {"model": model}
+        self._internal = self.families[INTERNAL].Metric(labels=labels)
         self._generated = self.families[GENERATED].Metric(labels=labels)
         self._items = self.families[ITEMS].Metric(labels=labels, buckets=ITEM_BUCKETS)
         self._decode = self.families[DECODE].Metric(labels=labels, buckets=DECODE_BUCKETS)
@@ -77,6 +84,9 @@ class ModelMetrics:
     def rejected(self, message: str) -> None:
         self._rejected_metric(rejection_reason(message)).increment(1.0)
 
+    def failed(self, requests: int) -> None:
+        self._internal.increment(float(requests))
+
     def executed(self, items: int) -> None:
         self._items.observe(float(items))
 
@@ -90,12 +100,15 @@ class ModelMetrics:
     def close(self) -> None:
         # Triton requires every Metric to go before its MetricFamily.
         self._rejected.clear()
-        self._generated = self._items = self._decode = None
+        self._internal = self._generated = self._items = self._decode = None
         self.families.clear()
 
 
 class NoMetrics:
     def rejected(self, message: str) -> None:
+        pass
+
+    def failed(self, requests: int) -> None:
         pass
 
     def executed(self, items: int) -> None:

@@ -76,6 +76,7 @@ class TritonModel:
             return self.answer(requests)
         except Exception as exc:  # never raise out of execute: Triton would fail them all
             log.error("%s: %s", self.name, traceback.format_exc())
+            self.metrics.failed(len(requests))
             return [self.error(f"internal error: {exc}", self.pb.TritonError.INTERNAL)
                     for _ in requests]
 
@@ -106,6 +107,7 @@ class TritonModel:
             results = self.runner.infer(items)
         except Exception as exc:
             log.error("%s: inference failed: %s", self.name, traceback.format_exc())
+            self.metrics.failed(len(owners))
             for index, _ in owners:
                 responses[index] = self.error(f"inference failed: {exc}", pb.TritonError.INTERNAL)
             return responses

@@ -138,19 +138,37 @@ def test_the_probe_paths_answer_as_the_manifest_expects(deployed):
         assert get(deployed.probe_url(probe)) == 200, probe
 
 
+def scrape(deployed) -> list:
+    with urllib.request.urlopen(deployed.url("metrics", "/metrics"), timeout=10) as response:
+        return parse_samples(response.read().decode())
+
+
+def total(samples, name: str, **labels) -> float:
+    return sum(v for n, l, v in samples if n == name and labels.items() <= l.items())
+
+
 def test_every_metric_that_deploy_reads_is_exported(deployed):
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{deployed.ports['grpc']}")
+    before = scrape(deployed)
     try:
         infer(client, "caption_tags", IMAGE=[image(1)])
         infer(client, "caption_tags", IMAGE=[image(1)])  # a response-cache hit
         infer(client, "kosmos2_caption", IMAGE=[image(2)])
         infer(client, "trocr_ocr", IMAGE=[image(3)])
-        with pytest.raises(grpcclient.InferenceServerException):
-            infer(client, "blip_caption", IMAGE=[b"not an image"])
+        for bad in (b"not an image", b""):
+            with pytest.raises(grpcclient.InferenceServerException):
+                infer(client, "blip_caption", IMAGE=[bad])
     finally:
         client.close()
-    with urllib.request.urlopen(deployed.url("metrics", "/metrics"), timeout=10) as response:
-        exported = {name for name, _, _ in parse_samples(response.read().decode())}
+    after = scrape(deployed)
+    exported = {name for name, _, _ in after}
+    # A caller's mistake is counted as refused, never as a server failure (the failure alert
+    # adds Triton's failures and the models' INTERNAL answers).
+    grew = {name: total(after, name, model="blip_caption") - total(before, name, model="blip_caption")
+            for name in ("nv_inference_request_failure", "i2tt_internal_errors_total",
+                         "i2tt_rejected_inputs_total")}
+    assert grew == {"nv_inference_request_failure": 0, "i2tt_internal_errors_total": 0,
+                    "i2tt_rejected_inputs_total": 2}
     wanted = server_metric_names()
     assert {"nv_inference_request_summary_us", "nv_inference_pending_request_count",
             "i2tt_rejected_inputs_total"} <= wanted

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from i2tt_server.metrics import (DECODE, GENERATED, ITEMS, REJECTED, ModelMetrics, NoMetrics,
+from i2tt_server.metrics import (DECODE, GENERATED, INTERNAL, ITEMS, REJECTED, ModelMetrics, NoMetrics,
                                  rejection_reason)
 from i2tt_server.runners import BlipCaptioner, T5Tagger
 from i2tt_server.runners.base import count_new_tokens
@@ -114,6 +114,23 @@ def test_text_models_observe_no_decode_time_and_fakes_without_metrics_work(weigh
         assert plain.execute([request(plain.pb, TEXT=[b"a cat"])])[0].error is None
     finally:
         plain.finalize()
+
+
+def test_internal_errors_are_counted_per_request(weights_dir, monkeypatch):
+    FakeMetricFamily.exported = {}
+    model = adapter(T5Tagger, weights_dir)
+    try:
+        def broken(items):
+            raise RuntimeError("device lost")
+
+        monkeypatch.setattr(model.runner, "infer", broken)
+        pb = model.pb
+        model.execute([request(pb, TEXT=[b"a dog"]), request(pb, TEXT=[b""]),
+                       request(pb, TEXT=[b"a cat", b"a cow"])])
+        assert FakeMetricFamily.exported[(INTERNAL, (("model", "t5_tags"),))] == 2
+        assert FakeMetricFamily.exported[(REJECTED, (("model", "t5_tags"), ("reason", "empty")))] == 1
+    finally:
+        model.finalize()
 
 
 def test_model_metrics_are_closed_before_their_families():
