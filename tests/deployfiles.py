@@ -107,6 +107,11 @@ def adapter_rules() -> list[dict]:
     return yaml.safe_load((MONITORING / "prometheus-adapter.yaml").read_text())["rules"]
 
 
+def keda_triggers() -> list[dict]:
+    scaled = yaml.safe_load((K8S / "components" / "keda" / "scaledobject.yaml").read_text())
+    return scaled["spec"]["triggers"]
+
+
 def expressions() -> dict[str, str]:
     """Every PromQL expression in deploy/, by where it is, Grafana and adapter template
     variables replaced by values they take."""
@@ -120,6 +125,8 @@ def expressions() -> dict[str, str]:
             for variable, value in GRAFANA_VARIABLES.items():
                 expr = expr.replace(variable, value)
             exprs[f"dashboard {panel['title']} {target['refId']}"] = expr
+    for trigger in keda_triggers():
+        exprs[f"keda {trigger['metadata']['query']}"] = trigger["metadata"]["query"]
     for rule in adapter_rules():
         series = rule["seriesQuery"]
         exprs[f"adapter seriesQuery {rule['name']['as']}"] = series

@@ -405,3 +405,29 @@ def test_the_build_context_keeps_what_the_dockerfile_copies():
     for source in sources:
         assert source in kept, f"{source} is excluded from the build context by .dockerignore"
         assert (ROOT / source).exists(), source
+
+
+def test_the_keda_component_replaces_the_hpa_with_the_same_inputs(tmp_path):
+    import kubernetes_validate
+
+    if kubectl() is None:
+        pytest.skip("no kubectl with Kustomize 5+ (it renders the Kustomize overlays)")
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / "cpu", tmp_path)],
+        "components": [os.path.relpath(K8S / "components" / "keda", tmp_path)]}))
+    docs = render(tmp_path)
+    assert "HorizontalPodAutoscaler" not in {d["kind"] for d in docs}
+    for doc in docs:
+        if doc["apiVersion"].split("/")[0] not in ("monitoring.coreos.com", "keda.sh"):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    scaled = find(docs, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["metadata"]["namespace"] == find(docs, "Deployment")["metadata"]["namespace"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == find(docs, "Deployment")["metadata"]["name"]
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
+        assert trigger["metadata"]["serverAddress"].startswith("http")
+        assert metric_names(trigger["metadata"]["query"]) <= recorded_names()
