@@ -136,6 +136,10 @@ def attempt_arguments(deadline: Deadline) -> dict:
 # ---- settings shared by both clients ---------------------------------------------------
 
 API_KEY_HEADER = "i2tt-api-key"
+# Triton's gRPC frontend checks a restricted protocol's header (`--grpc-restricted-protocol
+# =...:i2tt-api-key=KEY`) under this prefixed name; the plain name is what its HTTP
+# frontend and proxies in front of the server read.
+TRITON_GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 # tritonclient's own channel options, kept when a caller adds some of theirs (tritonclient
 # drops all of its defaults, the message size limits included, when given any).
 DEFAULT_CHANNEL_OPTIONS = {
@@ -380,6 +384,7 @@ class ClientBase:
                 raise ValueError("api_key must be a non-empty string without surrounding "
                                  "whitespace or line breaks")
             headers[API_KEY_HEADER] = api_key
+            headers[TRITON_GRPC_HEADER_PREFIX + API_KEY_HEADER] = api_key
         self.settings = Settings(server=server, headers=headers or None, timeout=timeout,
                                  max_in_flight=max_in_flight, retries=retries,
                                  retry_backoff=retry_backoff,
