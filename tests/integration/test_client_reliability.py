@@ -12,6 +12,8 @@ import asyncio
 import io
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -249,3 +251,36 @@ def test_the_cli_balances_with_round_robin(triton):
     balancer = "[RR "  # how gRPC's round_robin policy names itself in its trace lines
     assert balancer in trace("--load-balancing", "round_robin")
     assert balancer not in trace(), "without the option the channel keeps pick_first"
+
+
+def readme_command(start: str) -> list[str]:
+    """The README's shell command that begins with ``start`` (continuation lines joined)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = text.replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(start))
+    return shlex.split(line.split("#")[0])
+
+
+def test_readme_security_and_balancing_commands(guarded, tmp_path):
+    """The README's commands as a user runs them: the files it names in the working folder,
+    the server from $I2TT_SERVER; only the headless Service's name becomes localhost."""
+    shutil.copy(guarded.certs.ca, tmp_path / "ca.pem")
+    shutil.copy(guarded.certs.client.key, tmp_path / "client.key")
+    shutil.copy(guarded.certs.client.cert, tmp_path / "client.pem")
+    (tmp_path / "api-key.txt").write_text(API_KEY + "\n")
+    env = {**os.environ, "I2TT_SERVER": guarded.grpc_url}
+    env.pop("I2TT_API_KEY", None)
+
+    def sh(argv: list[str]) -> subprocess.CompletedProcess:
+        assert argv[0] == "i2tt"
+        return subprocess.run([str(I2TT), *argv[1:]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    secure = readme_command("i2tt --api-key-file")
+    done = sh(secure)
+    assert done.returncode == 0 and "caption_tags" in done.stdout, done.stdout + done.stderr
+    balanced = readme_command("i2tt --server dns:///")
+    balanced = [a.replace("i2tt-headless:8001", f"localhost:{guarded.server.grpc_port}")
+                for a in balanced]
+    done = sh(balanced + secure[1:-1])  # the same key and certificates
+    assert done.returncode == 0 and "caption_tags" in done.stdout, done.stdout + done.stderr
