@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
 from . import operations as ops
 from .errors import DeadlineExceededError, I2TTError, ServerError, UnavailableError, from_triton
 from .inputs import FetchLimits, is_batch
@@ -140,20 +142,26 @@ API_KEY_HEADER = "i2tt-api-key"
 # =...:i2tt-api-key=KEY`) under this prefixed name; the plain name is what its HTTP
 # frontend and proxies in front of the server read.
 TRITON_GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
-# tritonclient's own channel options, kept when a caller adds some of theirs (tritonclient
-# drops all of its defaults, the message size limits included, when given any).
-DEFAULT_CHANNEL_OPTIONS = {
-    "grpc.max_send_message_length": 2**31 - 1,
-    "grpc.max_receive_message_length": 2**31 - 1,
-}
+
+
+def default_channel_options() -> dict:
+    """tritonclient's own channel options. It drops all of them (the message size limits
+    included) when given any, so they are restated under the caller's."""
+    keepalive = KeepAliveOptions()
+    return {"grpc.max_send_message_length": MAX_GRPC_MESSAGE_SIZE,
+            "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_SIZE,
+            "grpc.keepalive_time_ms": keepalive.keepalive_time_ms,
+            "grpc.keepalive_timeout_ms": keepalive.keepalive_timeout_ms,
+            "grpc.keepalive_permit_without_calls": keepalive.keepalive_permit_without_calls,
+            "grpc.http2.max_pings_without_data": keepalive.http2_max_pings_without_data}
 
 
 def channel_options(channel_args: list | None, load_balancing: str | None) -> list | None:
     """gRPC channel options: tritonclient's defaults, then ``load_balancing`` (a policy name
     such as ``round_robin``), then the caller's ``channel_args`` (they win)."""
     if channel_args is None and load_balancing is None:
-        return None  # tritonclient's defaults, keep-alive settings included
-    options = dict(DEFAULT_CHANNEL_OPTIONS)
+        return None  # tritonclient applies its defaults itself
+    options = default_channel_options()
     if load_balancing:
         options["grpc.lb_policy_name"] = load_balancing
     options.update(dict(channel_args or ()))
@@ -364,8 +372,9 @@ class ClientBase:
         ``dns:///i2tt-headless.ns.svc:8001`` (every address the name resolves to).
 
         ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS, with the
-        PEM files' paths (a client cert and key for mutual TLS). ``api_key``: sent as the
-        ``i2tt-api-key`` header with every call. ``headers``: more gRPC metadata for every
+        PEM files' paths (a client cert and key for mutual TLS). ``api_key``: sent with
+        every call as ``triton-grpc-protocol-i2tt-api-key`` (the header Triton checks for
+        ``--grpc-restricted-protocol=...:i2tt-api-key=KEY``) and as ``i2tt-api-key``. ``headers``: more gRPC metadata for every
         call, e.g. ``{"authorization": "Bearer ..."}``.
         ``timeout``: default deadline of each call in seconds (input fetch, attempts and
         backoff included; the server is told what is left of it). ``retries``/
