@@ -20,7 +20,8 @@ from typing import Any, Callable, Generator, Iterable
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
 from . import operations as ops
-from .errors import DeadlineExceededError, I2TTError, ServerError, UnavailableError, from_triton
+from .errors import (AuthenticationError, DeadlineExceededError, I2TTError, ServerError,
+                     UnavailableError, from_triton)
 from .inputs import FetchLimits, is_batch
 from .results import Health, ModelHealth, Result
 
@@ -246,8 +247,7 @@ def health_flow(settings: Settings, models: Iterable[str] | None) -> Flow:
         ready = yield Rpc("is_server_ready", headers)
         metadata = yield Rpc("get_server_metadata", headers)
         if models is None:
-            index = yield Rpc("get_model_repository_index", {**headers, "as_json": True})
-            models = sorted({m["name"] for m in index.get("models", [])})
+            models = yield from model_names_flow(headers)
         states = []
         for name in models:
             try:
@@ -262,6 +262,20 @@ def health_flow(settings: Settings, models: Iterable[str] | None) -> Flow:
                       [ModelHealth(name, False) for name in models or ()],
                       error=str(from_triton(exc)))
     return Health(settings.server, bool(live), bool(ready), metadata.version, states)
+
+
+def model_names_flow(headers: dict) -> Flow:
+    """The names of the server's models: its repository index, or where that API is closed
+    to clients (an I2TT server keeps the model-control APIs to itself), the models its
+    statistics list (the loaded ones)."""
+    try:
+        index = yield Rpc("get_model_repository_index", {**headers, "as_json": True})
+        return sorted({m["name"] for m in index.get("models", [])})
+    except Exception as exc:
+        if not isinstance(from_triton(exc), AuthenticationError):
+            raise
+    stats = yield Rpc("get_inference_statistics", {**headers, "as_json": True})
+    return sorted({m["name"] for m in stats.get("model_stats", [])})
 
 
 def probe_flow(settings: Settings, method: str, **kwargs) -> Flow:

@@ -1,9 +1,10 @@
 """The client's deadlines, retries, API key, mutual TLS and load balancing, against real
 tritonservers.
 
-Most tests run on a second server started here ("guarded"): gRPC with mutual TLS, every
-gRPC protocol restricted to callers with the API key, and a queue policy that rejects
-requests whose timeout has passed (so the deadline the client sends can be seen at work).
+Most tests run on a second server started here ("guarded") as `i2tt-server serve` locks
+one down: gRPC with mutual TLS, every API but health restricted to callers with the API
+key, model control closed; plus a queue policy that rejects requests whose timeout has
+passed, so the deadline the client sends can be seen at work.
 """
 
 from __future__ import annotations
@@ -28,16 +29,13 @@ from certificates import Certificates, make_certificates
 from i2tt_client import (AsyncI2TTClient, AuthenticationError, DeadlineExceededError,
                          I2TTClient, Tags, UnavailableError)
 from i2tt_client.cli import main
-from i2tt_server.launcher import TritonServer, free_port
+from i2tt_server.launcher import TritonServer, Tls, free_port
 from i2tt_server.repository import derive_repository
 from testdata import REPOSITORY
 from triton_calls import TEXTS
 
 I2TT = Path(sys.executable).parent / "i2tt"
 API_KEY = "test-key-5d2c"
-# The same header categories a locked-down server restricts: every gRPC API.
-RESTRICTED = ("health,metadata,inference,shared-memory,model-config,model-repository,"
-              "statistics,trace,logging")
 QUEUE_DELAY_US = 100_000  # a lone request waits this long in the queue for company
 
 
@@ -84,12 +82,9 @@ def guarded(weights_dir, tmp_path_factory) -> Guarded:
     server = TritonServer(
         repository, weights=weights_dir, http_port=free_port(), grpc_port=free_port(),
         metrics_port=free_port(), host="127.0.0.1", cache_size=0,
-        log_file=tmp / "tritonserver.log",
-        extra_args=["--log-verbose=1",  # the log shows each request's timeout
-                    "--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true",
-                    f"--grpc-server-cert={certs.server.cert}",
-                    f"--grpc-server-key={certs.server.key}", f"--grpc-root-cert={certs.ca}",
-                    f"--grpc-restricted-protocol={RESTRICTED}:i2tt-api-key={API_KEY}"])
+        log_file=tmp / "tritonserver.log", api_key=API_KEY,
+        tls=Tls(certs.server.cert, certs.server.key, client_ca=certs.ca),
+        extra_args=["--log-verbose=1"])  # the log shows each request's timeout
     server.start(timeout=300)
     yield Guarded(server, certs, tmp / "tritonserver.log")
     server.stop()
