@@ -258,7 +258,7 @@ def read_api_key(args) -> str | None:
             raise SystemExit(f"i2tt: --api-key-file: {args.api_key_file} must hold one "
                              "non-empty line")
         return key
-    return os.environ.get(API_KEY_ENV) or None
+    return os.environ.get(API_KEY_ENV, "").strip() or None
 
 
 def make_client(args) -> I2TTClient:
