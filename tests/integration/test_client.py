@@ -67,6 +67,7 @@ def test_caption_list_keeps_input_order_and_is_batched(client, triton, seed_dir,
     requests_seen(triton, "blip_caption")  # earlier tests' counts land a moment late
     before = triton.statistics("blip_caption")
     results = client.caption(images)
+    requests_seen(triton, "blip_caption")  # statistics land a moment after the answers
     after = triton.statistics("blip_caption")
     with grpcclient.InferenceServerClient(triton.grpc_url) as direct:
         expected = [direct_infer(direct, "blip_caption", "IMAGE", image_bytes(i))["CAPTION"]
