@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from served import Served
-from triton_calls import OUTPUTS, decode, infer, string_input
+from triton_calls import OUTPUTS, decode, infer, infer_concurrently, string_input
 
 STEPS = ("blip_caption", "t5_tags")
 CPU_BATCH = 4  # batches on the test machine (the CPU profile); a GPU runs larger ones
@@ -30,6 +30,30 @@ def served(weights_dir, tmp_path_factory):
         yield server.wait_ready()
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("model", ["blip_caption", "kosmos2_caption"])
+def test_a_huge_prompt_is_refused_alone_and_its_batch_answered(triton, grpc_client, seed_images,
+                                                                model):
+    """A 50,000-character PROMPT among good requests of one dynamic batch (the shared
+    server's long queue delay batches them): it gets INVALID_ARG naming the limit, the
+    others their normal answers."""
+    prompt = "a photography of"
+    images = [seed_images[n] for n in ("example1.jpg", "example2.png", "human1.png")]
+    alone = [infer(grpc_client, model, IMAGE=[image], PROMPT=[prompt])[0] for image in images]
+    requests = [{"IMAGE": [image], "PROMPT": [prompt]} for image in images]
+    requests.insert(1, {"IMAGE": [images[0]], "PROMPT": ["a photography of a dog " * 2200]})
+    assert len(requests[1]["PROMPT"][0]) > 50_000
+    before = triton.statistics(model)
+    results = infer_concurrently(grpc_client, model, requests)
+    after = triton.statistics(model)
+    huge = results.pop(1)
+    assert isinstance(huge, InferenceServerException), huge
+    assert huge.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "PROMPT is" in huge.message() and "tokens long" in huge.message()
+    assert [r[0] for r in results] == alone
+    # the good ones shared a batch (fewer executions than requests)
+    assert after["execution_count"] - before["execution_count"] < len(alone)
 
 
 def timed_call(client, image: bytes, deadline_s: float) -> tuple[str, float]:
@@ -107,3 +131,39 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
     # the machine is shared and noisy), not after the backlog of gone callers.
     assert after_status == "OK"
     assert after_time < 10 * single + 1.0, (after_time, single)
+
+
+def stub_pids(server, model: str) -> list[int]:
+    from i2tt_server.watchdog import stub_processes
+
+    return [pid for pid, name in stub_processes(server.tritonserver_pid()).items() if name == model]
+
+
+def test_a_killed_model_process_is_noticed_and_healed(served, seed_images):
+    image = seed_images["example1.jpg"]
+    with grpcclient.InferenceServerClient(served.grpc_url) as client:
+        (expected,) = infer(client, "caption_tags", IMAGE=[image])
+        (victim,) = stub_pids(served, "blip_caption")
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        # not ready within seconds (bounded generously; measured well under one)
+        while served.ready():
+            assert time.monotonic() - killed < 30, "still ready after the model process died"
+            time.sleep(0.05)
+        noticed = time.monotonic() - killed
+        assert not served.ready("blip_caption")
+        # back by itself, with no call to any control API
+        while not served.ready():
+            assert served.process.poll() is None, served.text()[-3000:]
+            assert time.monotonic() - killed < 300, "not healed"
+            time.sleep(0.2)
+        healed = time.monotonic() - killed
+        print(f"\nblip_caption's process killed: not ready after {noticed:.2f}s, "
+              f"ready again after {healed:.1f}s")
+        assert served.ready("blip_caption") and served.ready("caption_tags")
+        assert stub_pids(served, "blip_caption") and victim not in stub_pids(served, "blip_caption")
+        (row,) = infer(client, "caption_tags", IMAGE=[image])
+        assert row == expected  # same weights, same answer
+    log = served.text()
+    assert "a process of model blip_caption died" in log
+    assert "blip_caption is ready again" in log
