@@ -105,8 +105,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Requests carry the API key in this header (gRPC metadata or HTTP header).
+# Requests carry the API key in this HTTP header; over gRPC Triton expects restricted
+# protocols' headers prefixed, so gRPC calls send it as GRPC_API_KEY_HEADER metadata.
 API_KEY_HEADER = "i2tt-api-key"
+GRPC_API_KEY_HEADER = "triton-grpc-protocol-" + API_KEY_HEADER
 API_KEY_ENV = "I2TT_API_KEY"
 # The launcher's own header for the APIs no client needs: loading and unloading models
 # (which could run any model.py), shared-memory registration, trace and log settings. Its

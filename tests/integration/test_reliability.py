@@ -5,6 +5,7 @@ readiness and comes back by itself; SIGTERM drains the requests in flight."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import threading
@@ -167,3 +168,54 @@ def test_a_killed_model_process_is_noticed_and_healed(served, seed_images):
     log = served.text()
     assert "a process of model blip_caption died" in log
     assert "blip_caption is ready again" in log
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Addresses with a listening TCP socket on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                hex_address, hex_port = local.split(":")
+                if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                    continue
+                raw = bytes.fromhex(hex_address)  # 32-bit words in host (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))
+    return found
+
+
+@pytest.mark.parametrize("attempt", range(3))  # the lost requests came intermittently
+def test_sigterm_drains_requests_in_flight_then_exits_0(weights_dir, seed_images, tmp_path,
+                                                        attempt):
+    # default --host: loopback only
+    server = Served(weights_dir, tmp_path / "serve.log", "--models", *STEPS, "caption_tags",
+                    "--cache-size", "0", "--exit-timeout", "60")
+    try:
+        server.wait_ready()
+        for port in (server.grpc_port, server.http_port, server.metrics_port):
+            assert listening_addresses(port) == {"127.0.0.1"}, port
+        images = list(seed_images.values())
+        results: list = [None] * 6
+        done = threading.Semaphore(0)
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for index in range(len(results)):
+            def callback(result, error, index=index):
+                results[index] = error if error is not None else decode("caption_tags", result)
+                done.release()
+            client.async_infer("caption_tags", [string_input("IMAGE", [images[index % len(images)]])],
+                               callback, outputs=[grpcclient.InferRequestedOutput(n)
+                                                  for n in OUTPUTS["caption_tags"]])
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        for _ in results:
+            assert done.acquire(timeout=120), "a request got no answer"
+        client.close()
+        assert server.process.wait(timeout=120) == 0, server.text()[-3000:]
+        failed = [r for r in results if isinstance(r, Exception)]
+        assert not failed, failed
+        assert all(r[0]["CAPTION"] and isinstance(r[0]["TAGS"], list) for r in results)
+        assert "SIGTERM: draining requests in flight" in server.text()
+    finally:
+        server.close()
