@@ -162,8 +162,9 @@ def health_flow(settings: Settings, models: Iterable[str] | None) -> Flow:
         ready = yield Rpc("is_server_ready", headers)
         metadata = yield Rpc("get_server_metadata", headers)
         if models is None:
-            index = yield Rpc("get_model_repository_index", {**headers, "as_json": True})
-            models = sorted({m["name"] for m in index.get("models", [])})
+            # the loaded models; the repository index is closed to clients (model control)
+            stats = yield Rpc("get_inference_statistics", {**headers, "as_json": True})
+            models = sorted({m["name"] for m in stats.get("model_stats", [])})
         states = []
         for name in models:
             try:

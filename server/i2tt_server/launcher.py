@@ -361,7 +361,10 @@ class TritonServer:
         models still busy when ``timeout`` (default: the exit timeout) ran out."""
         deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
         self._stopping.set()
-        with self._control:
+        # a model being healed holds the lock while it loads: wait for it only so long
+        if not self._control.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return ["(a model still reloading)"]
+        try:
             if not self.process or self.process.poll() is not None:
                 return []
             configs = read_configs(self.model_repository)
@@ -377,6 +380,8 @@ class TritonServer:
             except (urllib.error.URLError, OSError) as exc:
                 log.error("i2tt: draining failed: %s", exc)
             return busy
+        finally:
+            self._control.release()
 
     def stop(self, timeout: float | None = None, drain: bool = True) -> int | None:
         """Drain (bounded by the exit timeout), then stop the process; its exit code."""

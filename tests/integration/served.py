@@ -22,7 +22,9 @@ class Served:
     def __init__(self, weights: Path, log: Path, *args: str, env: dict | None = None):
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.log = log
-        command = [sys.executable, "-m", "i2tt_server", "serve", "--weights", str(weights),
+        script = Path(sys.executable).parent / "i2tt-server"  # the console script users run
+        launcher = [str(script)] if script.exists() else [sys.executable, "-m", "i2tt_server"]
+        command = [*launcher, "serve", "--weights", str(weights),
                    "--no-fetch", "--http-port", str(self.http_port),
                    "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
                    *args]

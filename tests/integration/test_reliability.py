@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
@@ -207,7 +209,8 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(weights_dir, seed_images
             client.async_infer("caption_tags", [string_input("IMAGE", [images[index % len(images)]])],
                                callback, outputs=[grpcclient.InferRequestedOutput(n)
                                                   for n in OUTPUTS["caption_tags"]])
-        time.sleep(0.5)
+        # at different moments of the requests' way through the two steps
+        time.sleep(0.3 + 0.5 * attempt)
         server.process.send_signal(signal.SIGTERM)
         for _ in results:
             assert done.acquire(timeout=120), "a request got no answer"
@@ -217,5 +220,28 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(weights_dir, seed_images
         assert not failed, failed
         assert all(r[0]["CAPTION"] and isinstance(r[0]["TAGS"], list) for r in results)
         assert "SIGTERM: draining requests in flight" in server.text()
+    finally:
+        server.close()
+
+
+def test_a_model_that_cannot_come_back_stops_the_server_non_zero(weights_dir, tmp_path):
+    """If the reload fails (here: its weights vanished), the launcher stops the server and
+    exits non-zero, so the orchestrator restarts the pod."""
+    weights = tmp_path / "weights"
+    shutil.copytree(weights_dir / "t5-tags", weights / "t5-tags")
+    server = Served(weights, tmp_path / "serve.log", "--models", "t5_tags")
+    try:
+        server.wait_ready()
+        triton_pid = server.tritonserver_pid()
+        shutil.rmtree(weights / "t5-tags")
+        (victim,) = stub_pids(server, "t5_tags")
+        os.kill(victim, signal.SIGKILL)
+        code = server.process.wait(timeout=300)
+        assert code != 0
+        log = server.text()
+        assert "a process of model t5_tags died" in log
+        assert "t5_tags did not come back after its process died" in log
+        assert not Path(f"/proc/{triton_pid}").exists() or \
+            Path(f"/proc/{triton_pid}/stat").read_text().split(")")[1].split()[0] == "Z"
     finally:
         server.close()
