@@ -98,19 +98,37 @@ def burst_of(server, image: bytes, burst: int, deadline: float) -> list[tuple[st
     return results
 
 
-@pytest.mark.parametrize("burst,deadline", [(200, 3.0), (60, 0.6)])
+def first_answer(server, image: bytes, limit: float = 60) -> tuple[float, int]:
+    """Time until a caller that retries UNAVAILABLE (as the client does, with a short
+    backoff) gets its answer, and how many refusals it saw first."""
+    start, refusals = time.monotonic(), 0
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        while True:
+            status, _ = timed_call(client, image, limit)
+            if status == "OK":
+                return time.monotonic() - start, refusals
+            assert status == "StatusCode.UNAVAILABLE", status
+            assert time.monotonic() - start < limit, "no answer after the burst"
+            refusals += 1
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("burst,deadline_in_singles", [(200, 6), (60, 2)])
 def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed_images,
-                                                                    burst, deadline):
-    """200 callers with 3 s deadlines: the queue limit sheds most at once. 60 callers with
-    0.6 s deadlines: queued requests expire and are refused without being run."""
+                                                                    burst, deadline_in_singles):
+    """200 callers with deadlines of 6 single-request times: the queue limit sheds most at
+    once. 60 callers with 2: queued requests also expire and are refused without being
+    run. Deadlines are relative to a measured single request, as the machine is shared."""
     image = seed_images["example1.jpg"]
     with grpcclient.InferenceServerClient(served.grpc_url) as client:
         # one batch's time, measured: the yardstick for "answered in about one batch"
         single = sorted(timed_call(client, image, 60)[1] for _ in range(3))[1]
+    deadline = max(0.5, deadline_in_singles * single)
     before = {m: executed(served, m) for m in STEPS}
     results = burst_of(served, image, burst, deadline)
-    with grpcclient.InferenceServerClient(served.grpc_url) as client:
-        after_status, after_time = timed_call(client, image, 60)
+    # Expired requests leave the queue when the batcher next looks at it, so the very
+    # next call may still find it full: measure what a retrying caller sees.
+    recovery, refusals = first_answer(served, image)
     time.sleep(1.0)  # statistics settle
     ran = {m: executed(served, m) - before[m] - 1 for m in STEPS}  # less the one after
     counts: dict = {}
@@ -118,10 +136,11 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
         counts[status] = counts.get(status, 0) + 1
     ok, late = counts.get("OK", 0), counts.get("StatusCode.DEADLINE_EXCEEDED", 0)
     shed = sorted(t for s, t in results if s == "StatusCode.UNAVAILABLE")
-    print(f"\nburst of {burst} caption_tags, deadline {deadline}s: answered {ok}, rejected "
+    print(f"\nburst of {burst} caption_tags, deadline {deadline:.2f}s: answered {ok}, rejected "
           f"{len(shed)} (UNAVAILABLE; median {shed[len(shed) // 2] if shed else 0:.2f}s, "
           f"max {shed[-1] if shed else 0:.2f}s), past the deadline {late}; executed {ran}; "
-          f"one request alone {single:.2f}s, the next one after the burst {after_time:.2f}s")
+          f"one request alone {single:.2f}s; after the burst answered in {recovery:.2f}s "
+          f"({refusals} refusals first)")
     assert ok + len(shed) + late == burst, counts
     # Most of the burst is refused, each refusal before the caller's deadline; only the
     # requests already accepted (about a queue and a batch per step) may run out of time.
@@ -132,8 +151,7 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
     assert ran["blip_caption"] <= ok + late, (ran, counts)
     # Right after the burst a request is answered in about one batch's time (generous:
     # the machine is shared and noisy), not after the backlog of gone callers.
-    assert after_status == "OK"
-    assert after_time < 10 * single + 1.0, (after_time, single)
+    assert recovery < 10 * single + 1.0, (recovery, single)
 
 
 def stub_pids(server, model: str) -> list[int]:
