@@ -154,6 +154,43 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
     assert recovery < 10 * single + 1.0, (recovery, single)
 
 
+def test_callers_gone_without_sending_a_timeout_cost_no_work(served, seed_images):
+    """A plain gRPC deadline (no per-request timeout sent): when it passes, Triton cancels
+    the request, and a cancelled request is dropped from the queue or skipped by the
+    model, so the server does not work through a backlog of callers that have gone."""
+    image = seed_images["example1.jpg"]
+    with grpcclient.InferenceServerClient(served.grpc_url) as client:
+        single = sorted(timed_call(client, image, 60)[1] for _ in range(3))[1]
+    deadline, burst = max(0.5, 1.5 * single), 32
+    before = executed(served, "blip_caption")
+    results: list = [None] * burst
+    clients = [grpcclient.InferenceServerClient(served.grpc_url) for _ in range(8)]
+
+    def call(index):
+        try:
+            clients[index % 8].infer("blip_caption", [string_input("IMAGE", [image])],
+                                     client_timeout=deadline)
+            results[index] = "OK"
+        except InferenceServerException as exc:
+            results[index] = exc.status()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(burst)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for client in clients:
+        client.close()
+    time.sleep(3 * single + 1)  # whatever the server still does for them is done by now
+    ran = executed(served, "blip_caption") - before
+    ok = results.count("OK")
+    print(f"\n{burst} blip_caption calls with a {deadline:.2f}s gRPC deadline only: {ok} "
+          f"answered, {results.count('StatusCode.DEADLINE_EXCEEDED')} past it; executed {ran}")
+    assert set(results) <= {"OK", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.UNAVAILABLE"}
+    # what ran: the answered ones and at most the batches already running at the deadline
+    assert ran <= ok + 2 * CPU_BATCH, (ran, ok)
+
+
 def stub_pids(server, model: str) -> list[int]:
     from i2tt_server.watchdog import stub_processes
 
