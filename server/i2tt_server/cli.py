@@ -120,7 +120,10 @@ def tls_files(args) -> Tls | None:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="i2tt-server", description=__doc__)
+    # "@FILE" reads arguments from FILE, one per line: the container runs
+    # `i2tt-server serve @/etc/i2tt/serve.args` (deploy/serve.args).
+    parser = argparse.ArgumentParser(prog="i2tt-server", description=__doc__,
+                                     fromfile_prefix_chars="@")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch-weights", help="download the public checkpoints")

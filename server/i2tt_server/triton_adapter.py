@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .errors import InvalidInput
+from .metrics import ModelMetrics
 from .runners.base import Runner
 
 log = logging.getLogger("i2tt_server")
@@ -62,6 +64,7 @@ class TritonModel:
         self.runner = self.runner_class.from_parameters(
             params, instance_kind=args.get("model_instance_kind", ""),
             device_id=int(args.get("model_instance_device_id", 0) or 0))
+        self.metrics = ModelMetrics.create(pb_utils, self.name)
         self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
                                        thread_name_prefix="decode")
         log.info("%s ready on %s", self.name, self.runner.device)
@@ -75,6 +78,7 @@ class TritonModel:
             return self.answer(requests)
         except Exception as exc:  # never raise out of execute: Triton would fail them all
             log.error("%s: %s", self.name, traceback.format_exc())
+            self.metrics.failed(len(requests))
             return [self.error(f"internal error: {exc}", self.pb.TritonError.INTERNAL)
                     for _ in requests]
 
@@ -94,22 +98,36 @@ class TritonModel:
         # Tensors are read here, on the backend's thread; decoding (mostly image
         # decompression, which releases the GIL) runs in parallel across requests.
         tensors = [self.read(requests[i]) for i in live]
+        started = time.perf_counter()
         parsed = list(self.pool.map(self.parse, tensors)) if len(tensors) > 1 \
             else [self.parse(tensors[0])]
+        if "IMAGE" in self.runner_class.inputs:
+            self.metrics.decoded(time.perf_counter() - started)
         owners = []  # (request index, its items), in order
         for index, result in zip(live, parsed):
             if isinstance(result, Exception):
                 responses[index] = self.error(str(result), pb.TritonError.INVALID_ARG)
+                self.metrics.rejected(str(result))
             else:
                 owners.append((index, result))
-        for index, outcome in self.infer_owners(owners).items():
+        if not owners:
+            return responses
+        self.metrics.executed(sum(len(items) for _, items in owners))
+        tokens_before = self.runner.generated_tokens
+        outcomes = self.infer_owners(owners)
+        self.metrics.generated(self.runner.generated_tokens - tokens_before)
+        failed = 0
+        for index, outcome in outcomes.items():
             if isinstance(outcome, Exception):
+                failed += 1
                 responses[index] = self.error(f"inference failed: {outcome}",
                                               pb.TritonError.INTERNAL)
             else:
                 responses[index] = pb.InferenceResponse(output_tensors=[
                     pb.Tensor(name, output_array([r[name] for r in outcome]))
                     for name in self.runner_class.outputs])
+        if failed:
+            self.metrics.failed(failed)
         return responses
 
     def infer_owners(self, owners: list[tuple[int, list]]) -> dict[int, list | Exception]:
@@ -167,4 +185,5 @@ class TritonModel:
 
     def finalize(self):
         self.pool.shutdown(wait=False)
+        self.metrics.close()
         self.runner = None
