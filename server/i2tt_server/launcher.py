@@ -118,6 +118,8 @@ CONTROL_APIS = ("model-repository", "shared-memory", "trace", "logging")
 # With an API key every other API needs it too, except health: Kubernetes probes and load
 # balancers call /v2/health/* without credentials.
 KEYED_APIS = ("metadata", "inference", "model-config", "statistics")
+# Seconds a stop may take beyond the exit timeout: tritonserver unloading what is left.
+STOP_MARGIN = 10
 
 
 @dataclass
@@ -384,15 +386,17 @@ class TritonServer:
             self._control.release()
 
     def stop(self, timeout: float | None = None, drain: bool = True) -> int | None:
-        """Drain (bounded by the exit timeout), then stop the process; its exit code."""
+        """Drain, then stop the process; its exit code. The whole stop takes at most
+        ``timeout`` (default: the exit timeout) plus STOP_MARGIN seconds."""
         timeout = self.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         try:
             if drain and self.process and self.process.poll() is None:
                 busy = self.drain(timeout)
                 if busy:
                     log.error("i2tt: requests still in flight on %s after %ss", busy, timeout)
             self._stopping.set()
-            return self._stop_now(timeout)
+            return self._stop_now(max(0.0, deadline - time.monotonic()))
         finally:
             if self._watchdog:
                 self._watchdog.stop()
@@ -406,7 +410,8 @@ class TritonServer:
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGINT)  # tritonserver shuts down cleanly on SIGINT
         try:
-            return self.process.wait((self.exit_timeout if timeout is None else timeout) + 10)
+            return self.process.wait((self.exit_timeout if timeout is None else timeout)
+                                     + STOP_MARGIN)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
