@@ -95,6 +95,7 @@ def test_t5_tags_single_and_batched(grpc_client, weights_dir):
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_concurrent_requests_are_batched(grpc_client, triton, seed_images, model):
     images = fresh_images(seed_images, 1)
+    requests_seen(triton, model)  # statistics are recorded a moment after answers
     before = triton.statistics(model)
     results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images])
     requests_seen(triton, model)  # statistics are recorded a moment after the answers

@@ -18,7 +18,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from served import Served
-from triton_calls import OUTPUTS, decode, infer, infer_concurrently, string_input
+from triton_calls import (OUTPUTS, decode, infer, infer_concurrently, requests_seen,
+                          string_input)
 
 STEPS = ("blip_caption", "t5_tags")
 CPU_BATCH = 4  # batches on the test machine (the CPU profile); a GPU runs larger ones
@@ -47,8 +48,10 @@ def test_a_huge_prompt_is_refused_alone_and_its_batch_answered(triton, grpc_clie
     requests = [{"IMAGE": [image], "PROMPT": [prompt]} for image in images]
     requests.insert(1, {"IMAGE": [images[0]], "PROMPT": ["a photography of a dog " * 2200]})
     assert len(requests[1]["PROMPT"][0]) > 50_000
+    requests_seen(triton, model)  # statistics are recorded a moment after answers
     before = triton.statistics(model)
     results = infer_concurrently(grpc_client, model, requests)
+    requests_seen(triton, model)
     after = triton.statistics(model)
     huge = results.pop(1)
     assert isinstance(huge, InferenceServerException), huge
