@@ -127,13 +127,26 @@ CPU_MAX_BATCH = 4
 
 
 def cpu_batching(config: ModelConfig) -> None:
-    """Cap batches at CPU_MAX_BATCH (ensembles too, which must not exceed their steps)."""
+    """Cap batches at CPU_MAX_BATCH (ensembles too, which must not exceed their steps), and
+    queues with them: a queue holds as many batches as the shipped config's."""
     if config.max_batch_size > CPU_MAX_BATCH:
-        config.max_batch_size = CPU_MAX_BATCH
+        shipped, config.max_batch_size = config.max_batch_size, CPU_MAX_BATCH
         if config.HasField("dynamic_batching"):
-            sizes = [s for s in config.dynamic_batching.preferred_batch_size if s <= CPU_MAX_BATCH]
-            del config.dynamic_batching.preferred_batch_size[:]
-            config.dynamic_batching.preferred_batch_size.extend(sizes)
+            batching = config.dynamic_batching
+            sizes = [s for s in batching.preferred_batch_size if s <= CPU_MAX_BATCH]
+            del batching.preferred_batch_size[:]
+            batching.preferred_batch_size.extend(sizes)
+            policy = batching.default_queue_policy
+            if policy.max_queue_size:
+                policy.max_queue_size = max(CPU_MAX_BATCH,
+                                            policy.max_queue_size * CPU_MAX_BATCH // shipped)
+
+
+def unbounded_queues(config: ModelConfig) -> None:
+    """No queue limit or timeout: for benchmarks that measure capacity with more clients
+    than the queues admit."""
+    if config.HasField("dynamic_batching"):
+        config.dynamic_batching.ClearField("default_queue_policy")
 
 
 def chain(*edits: Callable[[ModelConfig], None]) -> Callable[[ModelConfig], None]:

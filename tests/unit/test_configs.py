@@ -73,6 +73,23 @@ def test_python_models_batch_and_match_their_runner(name):
 
 
 @pytest.mark.parametrize("name", PYTHON_MODELS)
+def test_python_models_shed_load_and_honour_callers_deadlines(name):
+    policy = configs()[name].dynamic_batching.default_queue_policy
+    assert policy.timeout_action == 0  # REJECT: an expired request is answered, never run
+    assert policy.allow_timeout_override  # the caller's deadline, sent as its timeout
+    assert 0 < policy.default_timeout_microseconds <= 30_000_000
+    assert policy.max_queue_size >= 2 * configs()[name].max_batch_size
+
+
+def test_an_ensembles_later_steps_queue_at_least_as_many_batches_as_its_first():
+    for name in ENSEMBLES:
+        first, *later = (configs()[step] for step in ensemble_steps(configs()[name]))
+        for step in later:
+            batches = lambda c: c.dynamic_batching.default_queue_policy.max_queue_size / c.max_batch_size  # noqa: E731
+            assert batches(step) >= batches(first), (name, step.name)
+
+
+@pytest.mark.parametrize("name", PYTHON_MODELS)
 def test_settings_defaults_live_once(name):
     # A parameter in config.pbtxt that repeats its Settings default is a second copy that
     # would silently diverge: configs hold only what they change.
@@ -134,10 +151,16 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
         config, original = read_config(model_dir), shipped[model_dir.name]
         assert config.max_batch_size == min(original.max_batch_size, CPU_MAX_BATCH)
         assert all(s <= CPU_MAX_BATCH for s in config.dynamic_batching.preferred_batch_size)
+        # queues hold as many batches as the shipped ones
+        queue, shipped_queue = (c.dynamic_batching.default_queue_policy.max_queue_size
+                                for c in (config, original))
+        assert queue * original.max_batch_size == shipped_queue * config.max_batch_size
         config.max_batch_size = original.max_batch_size
+        if config.HasField("dynamic_batching"):
+            config.dynamic_batching.default_queue_policy.max_queue_size = shipped_queue
         del config.dynamic_batching.preferred_batch_size[:]
         del original.dynamic_batching.preferred_batch_size[:]
-        assert config == original  # nothing but the batch sizes changed
+        assert config == original  # nothing but the batch and queue sizes changed
         assert (model_dir / "1").is_dir()
 
 

@@ -94,3 +94,29 @@ def test_kosmos2_entities_json():
                           "boxes": [[0.390625, 0.046875, 0.984375, 0.828125]]}
     assert caption[slice(*decoded[1]["span"])] == decoded[1]["phrase"] == "a fire"
     assert all(0 <= v <= 1 for e in decoded for box in e["boxes"] for v in box)
+
+
+@pytest.mark.parametrize("cls", [BlipCaptioner, Kosmos2Grounder])
+def test_prompts_longer_than_the_model_takes_are_refused_in_parse(cls, weights_dir, images):
+    model = runner(cls, weights_dir)
+    image = images[0]
+    words = 1
+    while model.count_tokens(" ".join(["dog"] * (words + 1))) <= model.max_prompt_tokens:
+        words += 1
+    longest = " ".join(["dog"] * words)
+    (item,) = model.parse({"IMAGE": [image], "PROMPT": [longest.encode()]})
+    assert model.infer([item])[0]["CAPTION"] is not None  # the longest allowed one runs
+    for prompt in (longest + " dog", "a photography of " * 3000):  # ~50,000 characters
+        with pytest.raises(InvalidInput, match=r"PROMPT is \d+ tokens long; .* at most"):
+            model.parse({"IMAGE": [image], "PROMPT": [prompt.encode()]})
+    if cls is BlipCaptioner:  # its limit: the text positions the caption leaves
+        config = model.model.config.text_config
+        assert model.max_prompt_tokens == config.max_position_embeddings - model.settings.max_new_tokens
+    else:
+        assert model.max_prompt_tokens <= model.settings.max_prompt_tokens
+
+
+def test_t5_cuts_huge_text_before_tokenising(weights_dir):
+    tagger = runner(T5Tagger, weights_dir)
+    (text,) = tagger.parse({"TEXT": [b"word " * 20_000]})
+    assert len(text) == tagger.settings.max_input_tokens * 32
