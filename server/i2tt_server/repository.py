@@ -72,7 +72,7 @@ def served_folders(repository: Path, models: list[str] | None = None) -> list[st
 
     folders: list[str] = []
     for name, config in read_configs(repository).items():
-        if name in RUNNERS and (not models or name in models):
+        if name in RUNNERS and RUNNERS[name].checkpoints and (not models or name in models):
             folder = config.parameters["weights"].string_value if "weights" in config.parameters \
                 else RUNNERS[name].default_folder()
             if not Path(folder).is_absolute() and folder not in folders:

@@ -23,20 +23,8 @@ log = logging.getLogger("i2tt_server")
 MAX_TEXT_CHARS = 100_000  # beyond this a TEXT/PROMPT is refused rather than tokenised
 
 
-@dataclasses.dataclass
-class Settings:
-    """Settings every runner reads from its config.pbtxt parameters (all strings there)."""
-
-    weights: str = ""
-    weights_root: str = ""  # empty: $I2TT_WEIGHTS, else the per-user cache
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
-    max_new_tokens: int = 30
-    num_beams: int = 1
-    max_image_bytes: int = DEFAULT_MAX_BYTES
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    torch_threads: int = 0  # 0: auto (see cpu_threads)
-    warmup: bool = True
+class Parameters:
+    """A dataclass of settings read from config.pbtxt parameters (all strings there)."""
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]):
@@ -55,6 +43,22 @@ class Settings:
             else:
                 values[key] = kind(raw)
         return cls(**values)
+
+
+@dataclasses.dataclass
+class Settings(Parameters):
+    """Settings every model runner reads from its config.pbtxt parameters."""
+
+    weights: str = ""
+    weights_root: str = ""  # empty: $I2TT_WEIGHTS, else the per-user cache
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    max_new_tokens: int = 30
+    num_beams: int = 1
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    torch_threads: int = 0  # 0: auto (see cpu_threads)
+    warmup: bool = True
 
 
 def pick_device(requested: str = "auto", instance_kind: str = "", device_id: int = 0):
@@ -111,8 +115,10 @@ class Runner:
     sample: ClassVar[str] = "photo"
 
     @classmethod
-    def default_folder(cls) -> str:
-        return cls.settings_class().weights
+    def default_folder(cls) -> str | None:
+        """The weights folder it loads unless its config names another; None for a runner
+        without weights of its own (ocr_page, which has trocr_ocr read its lines)."""
+        return cls.settings_class().weights if cls.checkpoints else None
 
     @classmethod
     def load_pretrained(cls, path, **model_kwargs):
