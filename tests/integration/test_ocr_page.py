@@ -8,9 +8,12 @@ that lines of several pages were read in shared trocr_ocr batches.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
+from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 import pages
@@ -105,3 +108,81 @@ def test_undecodable_page_fails_alone(grpc_client):
     assert "IMAGE is not a decodable image" in error.message()
     for page, result in zip(good, results[:1] + results[2:]):
         assert len(lines_of(result[0])) == len(page.boxes)
+
+
+# ---- the client and the command line ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def page_files(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("pages")
+    files = {}
+    for name, page in (("letter.png", pages.one_column(seed=60)),
+                       ("columns.png", pages.two_columns(seed=61)), ("blank.png", pages.blank())):
+        page.image.save(root / name)
+        files[name] = (root / name, page)
+    return files
+
+
+def test_client_ocr_page_gives_typed_pages(triton, grpc_client, page_files):
+    from i2tt_client import I2TTClient, PageText, TextLine
+
+    paths = [page_files[n][0] for n in ("letter.png", "columns.png", "blank.png")]
+    with I2TTClient(triton.grpc_url) as client:
+        results = client.ocr_page(paths)
+        single = client.ocr_page(paths[0])
+    assert all(isinstance(r, PageText) for r in results) and single == results[0]
+    for path, result in zip(paths, results):
+        ((row,),) = infer_concurrently(grpc_client, "ocr_page", [{"IMAGE": [path.read_bytes()]}])
+        want = lines_of(row)
+        assert result.text == row["TEXT"]
+        assert [TextLine(w["text"], tuple(w["box"])) for w in want] == result.lines
+    assert results[2].text == "" and results[2].lines == []
+    assert len(results[1].lines) == len(page_files["columns.png"][1].boxes)
+
+
+def test_cli_ocr_page_formats_and_draw(triton, page_files, tmp_path, capsys, monkeypatch):
+    from i2tt_client.cli import main
+
+    monkeypatch.setenv("I2TT_SERVER", triton.grpc_url)
+    letter, page = page_files["letter.png"]
+
+    def run(*argv):
+        code = main(list(argv))
+        return code, capsys.readouterr().out
+
+    code, out = run("ocr", "--page", str(letter), "--format", "jsonl")
+    assert code == 0
+    row = json.loads(out)
+    assert row["input"] == str(letter) and row["error"] is None
+    assert len(row["lines"]) == len(page.boxes)
+    assert row["text"] == "\n".join(line["text"] for line in row["lines"])
+
+    code, out = run("ocr", "--page", str(letter), str(page_files["blank.png"][0]), "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert rows[0]["lines"] == row["lines"] and rows[1]["lines"] == [] and rows[1]["text"] == ""
+
+    code, out = run("ocr", "--page", str(letter), "--format", "csv")
+    assert code == 0
+    (record,) = list(csv.DictReader(io.StringIO(out)))
+    assert json.loads(record["lines"]) == row["lines"] and record["text"] == row["text"]
+
+    code, out = run("ocr", "--page", str(letter))
+    assert code == 0
+    text_lines = out.splitlines()
+    assert text_lines[0] == str(letter) and len(text_lines) == 1 + len(page.boxes)
+    assert all(line.startswith("  - [") for line in text_lines[1:])
+
+    drawn_path = tmp_path / "lines.png"
+    code, _ = run("ocr", "--page", str(letter), "--draw", str(drawn_path), "--format", "jsonl")
+    assert code == 0
+    drawn = Image.open(drawn_path).convert("RGB")
+    assert drawn.size == page.image.size
+    # the outlines are coloured; the rendered page itself is black on white only
+    x1, y1, x2, y2 = (round(v) for v in page.boxes[0])
+    colours = {drawn.getpixel((x, y)) for x in range(max(0, x1 - 8), x2 + 8)
+               for y in range(max(0, y1 - 8), min(drawn.height, y2 + 8))}
+    assert any(len({r, g, b}) > 1 for r, g, b in colours), "no line outlined near line 1"
+
+    with pytest.raises(SystemExit, match="needs --page"):
+        main(["ocr", str(letter), "--draw", str(tmp_path / "x.png")])
