@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -77,8 +78,9 @@ def sentence(rng: random.Random, width: float, typeface, words: int | None = Non
 
 def render(name: str, size: tuple[int, int], columns: list[tuple[int, int]], lines_per_column: int,
            font_size: int, pitch: float = 1.8, top: int = 60, seed: int = 0,
-           ink="black", paper="white", words: int | None = None) -> Rendered:
-    """Columns given as (left x, width) pixels, filled top to bottom with lines."""
+           ink="black", paper="white", words: int | None = None, fill: float = 0.75) -> Rendered:
+    """Columns given as (left x, width) pixels, filled top to bottom with lines of
+    ``fill`` to 1.0 of the column's width."""
     rng = random.Random(seed)
     typeface = font(font_size)
     image = Image.new("RGB", size, paper)
@@ -87,7 +89,7 @@ def render(name: str, size: tuple[int, int], columns: list[tuple[int, int]], lin
     for left, width in columns:
         y = top
         for _ in range(lines_per_column):
-            text = sentence(rng, rng.uniform(0.75, 1.0) * width, typeface, words)
+            text = sentence(rng, rng.uniform(fill, 1.0) * width, typeface, words)
             draw.text((left, y), text, fill=ink, font=typeface)
             page.boxes.append(draw.textbbox((left, y), text, font=typeface))
             page.texts.append(text)
@@ -122,10 +124,10 @@ def two_columns(seed: int = 2) -> Rendered:
 
 
 def skewed(degrees: float = 3.0, seed: int = 3) -> Rendered:
-    # Short lines: a long line turned 3 degrees climbs more than a line's height, and its
-    # axis-aligned box then covers its neighbours' too.
-    return rotated(render("one column", (1000, 900), [(150, 480)], 10, 26, pitch=2.2, top=120,
-                          seed=seed), degrees)
+    """Long lines turned a few degrees: a 900-pixel line turned 3 degrees climbs 47 pixels,
+    more than its own height, so its box overlaps its neighbours'."""
+    return rotated(render("one column", (1100, 900), [(70, 900)], 10, 26, top=120, seed=seed),
+                   degrees)
 
 
 def small(seed: int = 4) -> Rendered:
@@ -139,6 +141,41 @@ def large(seed: int = 5) -> Rendered:
 def light_on_dark(seed: int = 6) -> Rendered:
     return render("light on dark", (1000, 700), [(70, 860)], 8, 28, seed=seed,
                   ink=(235, 235, 225), paper=(28, 32, 40))
+
+
+def narrow_gutter(seed: int = 9) -> Rendered:
+    """Two columns of justified-looking lines 28 px apart (about two letters' width)."""
+    return render("two columns, narrow gutter", (1160, 900), [(40, 526), (594, 526)], 12, 24,
+                  seed=seed, fill=0.97)
+
+
+def heading_and_columns(seed: int = 10) -> Rendered:
+    """A large heading across the page, then two columns: read heading, left, right."""
+    page = render("heading and two columns", (1240, 1000), [(60, 520), (660, 520)], 12, 24,
+                  top=200, seed=seed)
+    typeface = font(56)
+    draw = ImageDraw.Draw(page.image)
+    text = "Quarterly report summary"
+    draw.text((60, 60), text, fill="black", font=typeface)
+    page.boxes.insert(0, draw.textbbox((60, 60), text, font=typeface))
+    page.texts.insert(0, text)
+    return page
+
+
+def noisy_scan(seed: int = 11) -> Rendered:
+    """A page as a cheap scanner gives it: grey paper, noise, a little blur, JPEG."""
+    from PIL import ImageFilter
+
+    page = render("noisy scan", (1000, 900), [(70, 860)], 12, 26, seed=seed,
+                  ink=(40, 40, 40), paper=(225, 222, 215))
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(page.image.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32)
+    pixels += rng.normal(0, 18, pixels.shape)
+    noisy = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    noisy.save(buffer, "JPEG", quality=60)
+    page.image = Image.open(buffer).convert("RGB")
+    return page
 
 
 def blank() -> Rendered:
@@ -156,5 +193,6 @@ def photo(data: bytes) -> Rendered:
 
 def text_pages() -> list[Rendered]:
     """Every page with text, in the order reports list them."""
-    return [one_column(), two_columns(), skewed(3.0), skewed(-2.0, seed=8), small(), large(),
-            light_on_dark(), many_short_lines()]
+    return [one_column(), two_columns(), narrow_gutter(), heading_and_columns(), skewed(3.0),
+            skewed(-2.0, seed=8), small(), large(), light_on_dark(), noisy_scan(),
+            many_short_lines()]
