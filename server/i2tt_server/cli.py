@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .launcher import TritonServer
-from .repository import REPOSITORY_ENV, find_repository, served_folders
+from .repository import REPOSITORY_ENV, find_repository, served_folders, with_called_models
 from .runners import checkpoints, default_folders
 from .weights.layout import missing_folders, weights_root
 
@@ -41,7 +41,8 @@ def cmd_serve(args) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    missing = missing_folders(root, served_folders(repository, args.models))
+    models = with_called_models(repository, args.models)
+    missing = missing_folders(root, served_folders(repository, models))
     if missing and args.fetch:
         from .weights.fetch import FetchError, fetch_weights
 
@@ -55,7 +56,7 @@ def cmd_serve(args) -> int:
         return 1
     server = TritonServer(repository, weights=root,
                           http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, host=args.host, models=args.models,
+                          metrics_port=args.metrics_port, host=args.host, models=models,
                           cache_size=args.cache_size, extra_args=args.triton_arg,
                           profile=args.batching)
     # Ctrl-C reaches the whole foreground process group (and the server is in its own

@@ -170,6 +170,18 @@ def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):
     assert "blip-base" in served_folders(derived)
 
 
+def test_serving_a_model_also_serves_the_models_it_calls(tmp_path):
+    from i2tt_server.repository import with_called_models
+
+    assert with_called_models(REPOSITORY, ["ocr_page"]) == ["ocr_page", "trocr_ocr"]
+    assert with_called_models(REPOSITORY, ["t5_tags"]) == ["t5_tags"]
+    assert with_called_models(REPOSITORY, None) is None
+    assert served_folders(REPOSITORY, with_called_models(REPOSITORY, ["ocr_page"])) == \
+        ["trocr-printed"]
+    derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("ocr_page", "ocr_model", "t5_tags"))
+    assert with_called_models(derived, ["ocr_page"]) == ["ocr_page", "t5_tags"]
+
+
 def test_model_repository_is_found_from_a_regular_install(tmp_path, monkeypatch):
     from i2tt_server.repository import REPOSITORY_ENV, find_repository
 

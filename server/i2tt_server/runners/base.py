@@ -148,6 +148,11 @@ class Runner:
             self.infer(self.warmup_items())
 
     @classmethod
+    def called_models(cls, params: dict[str, str]) -> list[str]:
+        """Served models it calls itself (business-logic calls), given its parameters."""
+        return []
+
+    @classmethod
     def from_parameters(cls, params: dict[str, str], **kwargs):
         return cls(cls.settings_class.from_parameters(params), **kwargs)
 

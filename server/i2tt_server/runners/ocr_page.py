@@ -84,6 +84,10 @@ class PageReader(Runner):
     checkpoints: dict[str, str] = {}  # no weights: ``ocr_model`` reads the lines
     model_class = processor_class = ""
 
+    @classmethod
+    def called_models(cls, params: dict[str, str]) -> list[str]:
+        return [cls.settings_class.from_parameters(params).ocr_model]
+
     def __init__(self, settings: PageSettings, read_lines: LineReader | None = None, **_):
         self.settings = settings
         self.device = "cpu"  # line finding runs on the CPU; the reader chooses its own
