@@ -11,6 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -186,3 +191,17 @@ def test_cli_ocr_page_formats_and_draw(triton, page_files, tmp_path, capsys, mon
 
     with pytest.raises(SystemExit, match="needs --page"):
         main(["ocr", str(letter), "--draw", str(tmp_path / "x.png")])
+
+
+def test_readme_ocr_page_command(triton, page_files, tmp_path):
+    """`i2tt ocr --page letter.png --draw lines.png` as the README shows it."""
+    letter, page = page_files["letter.png"]
+    shutil.copy(letter, tmp_path / "letter.png")
+    done = subprocess.run([str(Path(sys.executable).parent / "i2tt"), "ocr", "--page",
+                           "letter.png", "--draw", "lines.png"], cwd=tmp_path, text=True,
+                          env={**os.environ, "I2TT_SERVER": triton.grpc_url},
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "letter.png"
+    assert len(done.stdout.splitlines()) == 1 + len(page.boxes)
+    assert Image.open(tmp_path / "lines.png").size == page.image.size
