@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 import pages
 from i2tt_server.runners import PageReader
 from i2tt_server.runners.ocr_page import PageSettings
-from triton_calls import infer_concurrently
+from triton_calls import infer_concurrently, settled_statistics
 
 TEXT_PAGES = {page.name: page for page in pages.text_pages()}
 
@@ -91,9 +91,9 @@ def test_a_page_without_text_gives_empty_text_and_no_lines(answers, name):
 def test_lines_of_several_pages_share_trocr_batches(grpc_client, triton):
     sent = [pages.render(f"note {i}", (640, 260), [(30, 560)], 3, 24, seed=100 + i)
             for i in range(6)]
-    before = triton.statistics("trocr_ocr")
+    before = settled_statistics(triton, "trocr_ocr")
     results = infer_concurrently(grpc_client, "ocr_page", [{"IMAGE": [p.png()]} for p in sent])
-    after = triton.statistics("trocr_ocr")
+    after = settled_statistics(triton, "trocr_ocr")
     assert [len(lines_of(r[0])) for r in results] == [3] * 6
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
