@@ -75,6 +75,11 @@ def read_specs(repository: Path = ROOT / "model_repository") -> dict[str, ModelS
 
 
 SPECS = read_specs()
+# A server may serve part of the repository (e.g. without ocr_page where Tesseract's data is
+# missing): I2TT_LOAD_MODELS, comma-separated, limits the load test to those models.
+if os.environ.get("I2TT_LOAD_MODELS"):
+    SPECS = {name: spec for name, spec in SPECS.items()
+             if name in os.environ["I2TT_LOAD_MODELS"].split(",")}
 MODELS = tuple(SPECS)
 
 
