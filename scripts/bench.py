@@ -32,8 +32,12 @@ from benchlib import inprocess, report, served  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
 from benchlib.stats import Row  # noqa: E402
 
-# every served model, ensembles included
-MODELS = tuple(sorted(p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")))
+# every served model, ensembles included, that runs models of its own: the bench compares
+# them with the seed's one-at-a-time transformers calls. ocr_page runs no model of its own
+# (Tesseract finds the lines, trocr_ocr reads them), so it has no seed-style side.
+PAGE_MODELS = ("ocr_page",)
+MODELS = tuple(sorted(p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")
+                      if p.parent.name not in PAGE_MODELS))
 DEFAULT_TARGETS = ("caption_tags",)
 DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights"
 

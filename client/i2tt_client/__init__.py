@@ -11,7 +11,7 @@ from .client import I2TTClient
 from .errors import (AuthenticationError, DeadlineExceededError, I2TTError, InvalidInputError,
                      ServerError, UnavailableError)
 from .results import (Caption, Description, Entity, Grounding, Health, ModelHealth, OCRText,
-                      Result, Tags)
+                      PageText, Result, Tags, TextLine)
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "I2TTClient", "AsyncI2TTClient",
     "I2TTError", "InvalidInputError", "UnavailableError", "DeadlineExceededError", "ServerError",
     "AuthenticationError",
-    "Result", "Caption", "Grounding", "Entity", "OCRText", "Tags", "Description", "Health",
+    "Result", "Caption", "Grounding", "Entity", "OCRText", "PageText", "TextLine", "Tags",
+    "Description", "Health",
     "ModelHealth",
 ]

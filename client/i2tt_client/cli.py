@@ -3,6 +3,7 @@
     i2tt caption photo.jpg
     i2tt describe photos/ --output photos.jsonl --resume
     i2tt ground photo.jpg --draw boxes.png
+    i2tt ocr --page letter.png --draw lines.png
     i2tt tags "a dog running on a beach"
     i2tt health
 
@@ -39,6 +40,7 @@ COLUMNS = {
     "caption": ["caption"],
     "ground": ["caption", "entities"],
     "ocr": ["text"],
+    "ocr_page": ["text", "lines"],  # i2tt ocr --page
     "tags": ["tags"],
     "describe": ["caption", "tags"],
 }
@@ -150,6 +152,14 @@ def text_block(command: str, record: dict) -> str:
         return "\n".join(lines + [f"  error: {record['error']}"]) + "\n"
     for column in COLUMNS[command]:
         value = record.get(column)
+        if column == "lines":
+            # the page's text, line by line, each with its box (the text column repeats it)
+            for line in value or []:
+                box = ", ".join(f"{c:.3f}" for c in line["box"])
+                lines.append(f"  - [{box}] {line['text']}")
+            continue
+        if command == "ocr_page" and column == "text":
+            continue
         if column == "entities":
             for entity in value or []:
                 boxes = " ".join("[" + ", ".join(f"{c:.3f}" for c in box) + "]"
@@ -226,7 +236,7 @@ def restore(record: dict, command: str, fmt: str) -> dict:
         value = record.get(column) or ""
         if column == "tags":
             restored[column] = [t for t in value.split("; ") if t]
-        elif column == "entities":
+        elif column in ("entities", "lines"):
             restored[column] = json.loads(value) if value else []
         else:
             restored[column] = value
@@ -277,7 +287,7 @@ def make_client(args) -> I2TTClient:
 
 
 def run_inference(args, client: I2TTClient) -> int:
-    command = args.command
+    command = "ocr_page" if getattr(args, "page", False) else args.command
     if command == "tags":
         sources: list = expand_texts(args.inputs)
     else:
@@ -288,6 +298,8 @@ def run_inference(args, client: I2TTClient) -> int:
     if args.resume and not args.output:
         raise SystemExit("i2tt: --resume needs --output FILE")
     draw_target = getattr(args, "draw", None)
+    if draw_target and command == "ocr":
+        raise SystemExit("i2tt: ocr --draw needs --page (one line has nothing to outline)")
     if draw_target and len(sources) > 1:
         Path(draw_target).mkdir(parents=True, exist_ok=True)
 
@@ -346,13 +358,13 @@ def run_inference(args, client: I2TTClient) -> int:
     return 1 if failures else 0
 
 
-def draw_one(source: str, grounding, index: int, target: str, total: int) -> I2TTError | None:
+def draw_one(source: str, result, index: int, target: str, total: int) -> I2TTError | None:
     """Draw one result; a failure to draw becomes that input's error."""
-    from .draw import save_grounding
+    from .draw import save_drawing
 
     path = Path(target) if total == 1 else Path(target) / f"{index:05d}-{Path(source).stem or 'image'}.png"
     try:
-        save_grounding(source, grounding, path)
+        save_drawing(source, result, path)
     except I2TTError as exc:
         return exc
     except OSError as exc:
@@ -442,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     image_help = "image files, directories (recursive), http(s) URLs, or - for paths on stdin"
     specs = [("caption", "caption images (BLIP)"),
              ("ground", "grounded caption: caption plus entities with boxes (Kosmos-2)"),
-             ("ocr", "read one line of text per image (TrOCR)"),
+             ("ocr", "read one line of text per image (TrOCR), or whole pages with --page"),
              ("describe", "caption plus tags (the caption_tags ensemble)")]
     for name, help_text in specs:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -451,10 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an image URL (repeatable; URLs may also be given as IMAGE)")
         if name in ("caption", "ground"):
             sub.add_argument("--prompt", help="text the caption starts from")
-        if name == "ground":
+        if name == "ocr":
+            sub.add_argument("--page", action="store_true",
+                             help="whole pages: find the text lines and read them all "
+                                  "(the ocr_page model); rows hold the text and each "
+                                  "line's text and box")
+        if name in ("ground", "ocr"):
             sub.add_argument("--draw", metavar="OUT.png",
-                             help="draw boxes and phrases: a PNG file for one image, "
-                                  "a folder for several")
+                             help="draw the boxes (entities; with ocr --page, the numbered "
+                                  "lines): a PNG file for one image, a folder for several")
         output_options(sub)
         connection_options(sub, defaults=False)
     sub = commands.add_parser("tags", help="tags for text (T5)", description="tags for text (T5)")

@@ -455,6 +455,13 @@ class ClientBase:
         """Read one line of text per image with TrOCR -> :class:`~i2tt_client.results.OCRText`."""
         return self._call(ops.ocr(), images, timeout, errors, progress, on_result)
 
+    def ocr_page(self, images, *, timeout: float | None = None, errors: str = "raise",
+                 progress: bool = False, on_result=None):
+        """Read whole pages: the server finds the text lines and reads each with TrOCR ->
+        :class:`~i2tt_client.results.PageText` (the text, lines in reading order, and each
+        line's text and normalised box). A page without text gives empty text and no lines."""
+        return self._call(ops.ocr_page(), images, timeout, errors, progress, on_result)
+
     def tags(self, texts, *, timeout: float | None = None, errors: str = "raise",
              progress: bool = False, on_result=None):
         """Tags for text(s) with T5 -> :class:`~i2tt_client.results.Tags`."""

@@ -19,7 +19,8 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 
 from .errors import InvalidInputError, ServerError
 from .inputs import FetchLimits, image_bytes, text_bytes
-from .results import Caption, Description, Entity, Grounding, OCRText, Result, Tags
+from .results import (Caption, Description, Entity, Grounding, OCRText, PageText, Result,
+                      Tags, TextLine)
 
 
 
@@ -133,6 +134,16 @@ def parse_entities(raw: str) -> list[Entity]:
     return entities
 
 
+def parse_lines(raw: str) -> list[TextLine]:
+    lines = []
+    for item in json.loads(raw or "[]"):
+        confidence = item.get("confidence")
+        lines.append(TextLine(text=str(item.get("text", "")),
+                              box=tuple(float(c) for c in item["box"]),
+                              confidence=None if confidence is None else float(confidence)))
+    return lines
+
+
 def _prompt(prompt: str | None) -> tuple[tuple[str, bytes], ...]:
     return () if prompt is None else (("PROMPT", prompt.encode("utf-8")),)
 
@@ -150,6 +161,11 @@ def ground(prompt: str | None = None) -> Operation:
 
 def ocr() -> Operation:
     return Operation("ocr", "trocr_ocr", "IMAGE", ("TEXT",), lambda o: OCRText(_first(o, "TEXT")))
+
+
+def ocr_page() -> Operation:
+    return Operation("ocr_page", "ocr_page", "IMAGE", ("TEXT", "LINES"),
+                     lambda o: PageText(_first(o, "TEXT"), parse_lines(_first(o, "LINES"))))
 
 
 def tags() -> Operation:

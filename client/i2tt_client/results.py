@@ -54,6 +54,29 @@ class OCRText(Result):
 
 
 @dataclass(frozen=True)
+class TextLine(Result):
+    """One line of a page: its text and its box ``(x1, y1, x2, y2)`` normalised to 0..1 of
+    the image's width and height; ``confidence`` where the line finder gives one."""
+
+    text: str
+    box: tuple[float, float, float, float]
+    confidence: float | None = None
+
+    def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        x1, y1, x2, y2 = self.box
+        return round(x1 * width), round(y1 * height), round(x2 * width), round(y2 * height)
+
+
+@dataclass(frozen=True)
+class PageText(Result):
+    """The text of a whole page from ``ocr_page``: its lines in reading order, and
+    ``text``, the lines' texts joined by newlines (empty for a page without text)."""
+
+    text: str
+    lines: list[TextLine] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Tags(Result):
     """Tags for a text from ``t5_tags`` (padding removed)."""
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .launcher import API_KEY_ENV, API_KEY_HEADER, TritonServer, Tls
-from .repository import REPOSITORY_ENV, find_repository, served_folders
+from .repository import REPOSITORY_ENV, find_repository, served_folders, with_called_models
 from .runners import checkpoints, default_folders
 from .weights.layout import missing_folders, weights_root
 
@@ -42,7 +42,8 @@ def cmd_serve(args) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    missing = missing_folders(root, served_folders(repository, args.models))
+    models = with_called_models(repository, args.models)
+    missing = missing_folders(root, served_folders(repository, models))
     if missing and args.fetch:
         from .weights.fetch import FetchError, fetch_weights
 
@@ -60,7 +61,7 @@ def cmd_serve(args) -> int:
         server = TritonServer(repository, weights=root,
                               http_port=args.http_port, grpc_port=args.grpc_port,
                               metrics_port=args.metrics_port, host=args.host,
-                              models=args.models, cache_size=args.cache_size,
+                              models=models, cache_size=args.cache_size,
                               extra_args=args.triton_arg, profile=args.batching,
                               exit_timeout=args.exit_timeout, api_key=api_key, tls=tls,
                               log_format=args.log_format,

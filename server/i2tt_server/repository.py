@@ -65,6 +65,24 @@ def ensemble_steps(config: ModelConfig) -> list[str]:
     return [step.model_name for step in config.ensemble_scheduling.step]
 
 
+def with_called_models(repository: Path, models: list[str] | None) -> list[str] | None:
+    """``models`` plus the models they call through business-logic calls (ocr_page calls
+    trocr_ocr), which Triton does not load by itself as it does an ensemble's steps."""
+    if not models:
+        return models
+    from .runners import RUNNERS
+
+    configs = read_configs(repository)
+    wanted = list(models)
+    for name in wanted:  # grows while it is walked: calls of calls
+        if name in RUNNERS and name in configs:
+            params = {k: v.string_value for k, v in configs[name].parameters.items()}
+            for called in RUNNERS[name].called_models(params):
+                if called not in wanted:
+                    wanted.append(called)
+    return wanted
+
+
 def served_folders(repository: Path, models: list[str] | None = None) -> list[str]:
     """The weights folders the served configs name (their ``weights`` parameter, else the
     runner's default); absolute paths are the configs' own business."""
@@ -72,7 +90,7 @@ def served_folders(repository: Path, models: list[str] | None = None) -> list[st
 
     folders: list[str] = []
     for name, config in read_configs(repository).items():
-        if name in RUNNERS and (not models or name in models):
+        if name in RUNNERS and RUNNERS[name].checkpoints and (not models or name in models):
             folder = config.parameters["weights"].string_value if "weights" in config.parameters \
                 else RUNNERS[name].default_folder()
             if not Path(folder).is_absolute() and folder not in folders:

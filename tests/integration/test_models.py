@@ -13,7 +13,7 @@ import reference
 from i2tt_server.runners import RUNNERS
 from i2tt_server.runners.kosmos2 import entities_json
 from i2tt_server.text import clean_caption, clean_tags
-from triton_calls import CONFIGS, infer, infer_concurrently, requests_seen
+from triton_calls import CONFIGS, infer, infer_concurrently, settled_statistics
 
 
 def variant(data: bytes, index: int, salt: int = 0) -> bytes:
@@ -95,11 +95,9 @@ def test_t5_tags_single_and_batched(grpc_client, weights_dir):
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_concurrent_requests_are_batched(grpc_client, triton, seed_images, model):
     images = fresh_images(seed_images, 1)
-    requests_seen(triton, model)  # statistics are recorded a moment after answers
-    before = triton.statistics(model)
+    before = settled_statistics(triton, model)
     results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images])
-    requests_seen(triton, model)  # statistics are recorded a moment after the answers
-    after = triton.statistics(model)
+    after = settled_statistics(triton, model)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == len(images)
@@ -112,9 +110,9 @@ def test_corrupt_image_in_a_batch_fails_alone(grpc_client, triton, seed_images):
     good = fresh_images(seed_images, 2)[:5]
     requests = [{"IMAGE": [img]} for img in good]
     requests.insert(2, {"IMAGE": [b"\x89PNG\r\n\x1a\n but not really"]})
-    before = triton.statistics("blip_caption")
+    before = settled_statistics(triton, "blip_caption")
     results = infer_concurrently(grpc_client, "blip_caption", requests)
-    after = triton.statistics("blip_caption")
+    after = settled_statistics(triton, "blip_caption")
     errors = [r for r in results if isinstance(r, InferenceServerException)]
     assert len(errors) == 1 and results[2] is errors[0]
     assert errors[0].status() == "StatusCode.INVALID_ARGUMENT"

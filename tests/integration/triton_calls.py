@@ -94,3 +94,18 @@ def requests_seen(triton, model: str) -> int:
             return now
         last = now
     return last
+
+
+def settled_statistics(triton, model: str) -> dict:
+    """The model's statistics once its counts have stopped moving. Triton updates them a
+    moment after a response is sent, so on a busy machine a read right after the answers
+    can miss the last requests (or, for the next test, count them)."""
+    last = triton.statistics(model)
+    for _ in range(40):
+        time.sleep(0.25)
+        now = triton.statistics(model)
+        if (now["inference_count"], now["execution_count"]) == \
+                (last["inference_count"], last["execution_count"]):
+            return now
+        last = now
+    return last

@@ -3,7 +3,7 @@ unit tests can import it.
 
 Models, their inputs and their outputs come from the model repository's configs, so a model
 added to model_repository/ is load-tested the day it exists: IMAGE inputs get photographs
-(or printed text lines, for models that read one line), TEXT inputs caption-like text, an
+(or printed text lines, for models that read one line, or pages of lines for page models), TEXT inputs caption-like text, an
 optional PROMPT a prefix now and then; answers are checked by output name (a non-empty
 CAPTION, JSON ENTITIES, a TAGS row ...) and by shape for the rest.
 
@@ -34,6 +34,8 @@ SEED_NAMES = ("example1.jpg", "example2.png", "human1.png")
 # Models whose IMAGE is one printed line of text (the runners' ``sample = "line"``; a unit
 # test keeps the two in step). Every other image model gets photographs.
 LINE_MODELS = frozenset({"trocr_ocr"})
+# Models whose IMAGE is a whole page of text (``sample = "page"``).
+PAGE_MODELS = frozenset({"ocr_page"})
 # Share of each call in "mix", our guess at real traffic: most callers want caption + tags in
 # one round trip, some only a caption, a few tag their own text; grounding and OCR are
 # rarer. A model not listed here gets weight 1.
@@ -73,6 +75,11 @@ def read_specs(repository: Path = ROOT / "model_repository") -> dict[str, ModelS
 
 
 SPECS = read_specs()
+# A server may serve part of the repository (e.g. without ocr_page where Tesseract's data is
+# missing): I2TT_LOAD_MODELS, comma-separated, limits the load test to those models.
+if os.environ.get("I2TT_LOAD_MODELS"):
+    SPECS = {name: spec for name, spec in SPECS.items()
+             if name in os.environ["I2TT_LOAD_MODELS"].split(",")}
 MODELS = tuple(SPECS)
 
 
@@ -114,6 +121,23 @@ def make_text_lines(count: int = 40) -> list[bytes]:
     return lines
 
 
+def make_pages(count: int = 6) -> list[bytes]:
+    """Pages of a few printed lines (one or two columns), what ocr_page is made to read."""
+    rng = random.Random(3)
+    font = ImageFont.load_default(size=22)
+    pages = []
+    for number in range(count):
+        columns = 1 + number % 2
+        image = Image.new("RGB", (420 * columns + 40, 60 + 40 * (4 + number)), "white")
+        draw = ImageDraw.Draw(image)
+        for column in range(columns):
+            for row in range(4 + number):
+                text = " ".join(rng.choice(CAPTION_WORDS) for _ in range(rng.randint(2, 4)))
+                draw.text((20 + 420 * column, 30 + 40 * row), text, fill="black", font=font)
+        pages.append(encode(image, "PNG"))
+    return pages
+
+
 def make_captions(count: int = 60) -> list[bytes]:
     rng = random.Random(2)
     return [rng.choice(CAPTION_TEMPLATES).format(*rng.sample(CAPTION_WORDS, 2)).encode()
@@ -152,6 +176,7 @@ class Payloads:
     def __init__(self):
         self.images = make_images()
         self.text_lines = make_text_lines()
+        self.pages = make_pages()
         self.captions = make_captions()
 
     def request(self, model: str, rng: random.Random) -> list[grpcclient.InferInput]:
@@ -160,7 +185,8 @@ class Payloads:
         inputs = []
         for name in spec.inputs:
             if name == "IMAGE":
-                pool = self.text_lines if model in LINE_MODELS else self.images
+                pool = self.text_lines if model in LINE_MODELS else \
+                    self.pages if model in PAGE_MODELS else self.images
                 inputs.append(text_input(name, rng.choice(pool)))
             else:
                 inputs.append(text_input(name, rng.choice(self.captions)))

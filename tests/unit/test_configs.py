@@ -3,6 +3,7 @@ registry, the test-weights builders and the configs agree: a model added to one 
 forgotten in another fails here."""
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from i2tt_server.repository import (CPU_MAX_BATCH, cpu_batching, derive_reposito
                                     set_parameter)
 from i2tt_server.runners import RUNNERS, checkpoints, default_folders, runner_for_folder
 from i2tt_server.runners.base import Settings
+from i2tt_server.triton_adapter import TritonModel
 from i2tt_server.weights.synthetic import BUILDERS
 from testdata import REPOSITORY, configs
+from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
 STRING = 13  # TYPE_STRING
 PYTHON_MODELS = sorted(name for name, c in configs().items() if c.backend == "python")
@@ -29,9 +32,14 @@ def test_every_python_model_has_a_runner_and_every_runner_a_model():
     assert set(PYTHON_MODELS) == set(RUNNERS)
 
 
-def test_every_runner_has_weights_folders_and_a_test_weights_builder():
-    assert set(BUILDERS) == set(RUNNERS)
-    for runner in RUNNERS.values():
+# Runners that load weights of their own; the others (ocr_page) call served models.
+WEIGHTED = {name: runner for name, runner in RUNNERS.items() if runner.checkpoints}
+
+
+def test_every_runner_with_weights_has_folders_and_a_test_weights_builder():
+    assert set(BUILDERS) == set(WEIGHTED)
+    assert {"blip_caption", "kosmos2_caption", "trocr_ocr", "t5_tags"} <= set(WEIGHTED)
+    for runner in WEIGHTED.values():
         assert runner.default_folder() in runner.checkpoints, runner.name
         assert runner.model_class and runner.processor_class
         for folder, hub in runner.checkpoints.items():
@@ -39,6 +47,14 @@ def test_every_runner_has_weights_folders_and_a_test_weights_builder():
             assert hub.count("/") == 1, hub
     assert len(checkpoints()) == sum(len(r.checkpoints) for r in RUNNERS.values()), \
         "two runners claim one weights folder"
+
+
+def test_runners_without_weights_name_none_and_call_served_models():
+    for name in set(RUNNERS) - set(WEIGHTED):
+        runner = RUNNERS[name]
+        assert runner.default_folder() is None
+        assert not hasattr(runner.settings_class(), "weights"), "a weights setting it ignores"
+        assert runner.settings_class().ocr_model in configs(), "it calls a model nobody serves"
 
 
 @pytest.mark.parametrize("name", sorted(configs()))
@@ -65,11 +81,12 @@ def test_python_models_batch_and_match_their_runner(name):
     assert tuple(o.name for o in config.output) == runner.outputs
     params = {k: v.string_value for k, v in config.parameters.items()}
     settings = runner.settings_class.from_parameters(params)  # unknown keys raise
-    assert settings.weights in runner.checkpoints
+    if runner.checkpoints:
+        assert settings.weights in runner.checkpoints
     # Triton 2.51 caches a Python-backend error as an empty success: no cache on these
     assert not config.response_cache.enable
     # one config for CPU and GPU: a KIND_GPU group would fail to load on a CPU-only host
-    assert all(g.kind != 2 for g in config.instance_group)
+    assert all(g.kind != ModelInstanceGroup.KIND_GPU for g in config.instance_group)
 
 
 @pytest.mark.parametrize("name", PYTHON_MODELS)
@@ -103,7 +120,12 @@ def test_model_py_subclasses_the_adapter_with_its_runner(name):
     tree = ast.parse((REPOSITORY / name / "1" / "model.py").read_text())
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef)]
     assert cls.name == "TritonPythonModel"
-    assert [b.id for b in cls.bases] == ["TritonModel"]
+    (base,) = [b.id for b in cls.bases]
+    # the base is TritonModel or one of its subclasses in i2tt_server (e.g. PageModel)
+    (module,) = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)
+                 and base in [a.name for a in n.names]]
+    assert module.startswith("i2tt_server.")
+    assert issubclass(getattr(importlib.import_module(module), base), TritonModel)
     (assign,) = [n for n in cls.body if isinstance(n, ast.Assign)]
     assert assign.targets[0].id == "runner_class"
     assert assign.value.id == RUNNERS[name].__name__
@@ -169,6 +191,18 @@ def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):
     assert served_folders(REPOSITORY, ["t5_tags", "caption_tags"]) == ["t5-tags"]
     derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("blip_caption", "weights", "blip-base"))
     assert "blip-base" in served_folders(derived)
+
+
+def test_serving_a_model_also_serves_the_models_it_calls(tmp_path):
+    from i2tt_server.repository import with_called_models
+
+    assert with_called_models(REPOSITORY, ["ocr_page"]) == ["ocr_page", "trocr_ocr"]
+    assert with_called_models(REPOSITORY, ["t5_tags"]) == ["t5_tags"]
+    assert with_called_models(REPOSITORY, None) is None
+    assert served_folders(REPOSITORY, with_called_models(REPOSITORY, ["ocr_page"])) == \
+        ["trocr-printed"]
+    derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("ocr_page", "ocr_model", "t5_tags"))
+    assert with_called_models(derived, ["ocr_page"]) == ["ocr_page", "t5_tags"]
 
 
 def test_model_repository_is_found_from_a_regular_install(tmp_path, monkeypatch):

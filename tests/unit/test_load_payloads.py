@@ -25,3 +25,17 @@ def test_every_model_in_the_repository_has_a_load_task():
 
 def test_line_models_are_the_runners_that_read_one_line():
     assert payloads.LINE_MODELS == {r.name for r in RUNNERS.values() if r.sample == "line"}
+
+
+def test_page_models_are_the_runners_that_read_pages():
+    assert payloads.PAGE_MODELS == {r.name for r in RUNNERS.values() if r.sample == "page"}
+
+
+def test_ocr_page_gets_pages_with_lines_to_find():
+    from i2tt_server.runners import PageReader
+    from i2tt_server.runners.ocr_page import PageSettings
+
+    reader = PageReader(PageSettings())
+    pages = payloads.Payloads().pages
+    assert [len(reader.parse_one({"IMAGE": page}).lines) for page in pages] == \
+        [4 * (1 + n % 2) + n * (1 + n % 2) for n in range(len(pages))]

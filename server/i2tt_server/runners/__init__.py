@@ -10,11 +10,12 @@ from __future__ import annotations
 from .base import Runner
 from .blip import BlipCaptioner
 from .kosmos2 import Kosmos2Grounder
+from .ocr_page import PageReader
 from .t5_tags import T5Tagger
 from .trocr import TrOCRReader
 
 RUNNERS: dict[str, type[Runner]] = {
-    cls.name: cls for cls in (BlipCaptioner, Kosmos2Grounder, TrOCRReader, T5Tagger)}
+    cls.name: cls for cls in (BlipCaptioner, Kosmos2Grounder, TrOCRReader, T5Tagger, PageReader)}
 
 
 def checkpoints() -> dict[str, str]:
@@ -31,9 +32,9 @@ def runner_for_folder(folder: str) -> type[Runner]:
 
 
 def default_folders() -> list[str]:
-    """The folder each runner loads unless its config names another."""
-    return [runner.default_folder() for runner in RUNNERS.values()]
+    """The folder each runner with weights loads unless its config names another."""
+    return [runner.default_folder() for runner in RUNNERS.values() if runner.checkpoints]
 
 
 __all__ = ["RUNNERS", "Runner", "BlipCaptioner", "Kosmos2Grounder", "TrOCRReader", "T5Tagger",
-           "checkpoints", "runner_for_folder", "default_folders"]
+           "PageReader", "checkpoints", "runner_for_folder", "default_folders"]

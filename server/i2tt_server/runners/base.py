@@ -24,20 +24,8 @@ log = logging.getLogger("i2tt_server")
 MAX_TEXT_CHARS = 100_000  # beyond this a TEXT/PROMPT is refused rather than tokenised
 
 
-@dataclasses.dataclass
-class Settings:
-    """Settings every runner reads from its config.pbtxt parameters (all strings there)."""
-
-    weights: str = ""
-    weights_root: str = ""  # empty: $I2TT_WEIGHTS, else the per-user cache
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
-    max_new_tokens: int = 30
-    num_beams: int = 1
-    max_image_bytes: int = DEFAULT_MAX_BYTES
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    torch_threads: int = 0  # 0: auto (see cpu_threads)
-    warmup: bool = True
+class Parameters:
+    """A dataclass of settings read from config.pbtxt parameters (all strings there)."""
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]):
@@ -56,6 +44,22 @@ class Settings:
             else:
                 values[key] = kind(raw)
         return cls(**values)
+
+
+@dataclasses.dataclass
+class Settings(Parameters):
+    """Settings every model runner reads from its config.pbtxt parameters."""
+
+    weights: str = ""
+    weights_root: str = ""  # empty: $I2TT_WEIGHTS, else the per-user cache
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    max_new_tokens: int = 30
+    num_beams: int = 1
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    torch_threads: int = 0  # 0: auto (see cpu_threads)
+    warmup: bool = True
 
 
 def pick_device(requested: str = "auto", instance_kind: str = "", device_id: int = 0):
@@ -113,8 +117,10 @@ class Runner:
     generated_tokens = 0  # tokens generated so far (the i2tt_generated_tokens_total metric)
 
     @classmethod
-    def default_folder(cls) -> str:
-        return cls.settings_class().weights
+    def default_folder(cls) -> str | None:
+        """The weights folder it loads unless its config names another; None for a runner
+        without weights of its own (ocr_page, which has trocr_ocr read its lines)."""
+        return cls.settings_class().weights if cls.checkpoints else None
 
     @classmethod
     def load_pretrained(cls, path, **model_kwargs):
@@ -143,6 +149,11 @@ class Runner:
         self.load()
         if settings.warmup:
             self.infer(self.warmup_items())
+
+    @classmethod
+    def called_models(cls, params: dict[str, str]) -> list[str]:
+        """Served models it calls itself (business-logic calls), given its parameters."""
+        return []
 
     @classmethod
     def from_parameters(cls, params: dict[str, str], **kwargs):

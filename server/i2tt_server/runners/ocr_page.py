@@ -1,0 +1,127 @@
+"""Whole pages of text: find the lines (Tesseract's layout analysis), crop each line,
+have every line read by a line reader (``trocr_ocr``), assemble the page.
+
+The page logic is plain Python: ``parse`` decodes a page and finds and crops its lines,
+``infer`` hands the crops of all pages of a batch to ``self.read_lines`` in one call and
+assembles each page's TEXT and LINES. In Triton, ``read_lines`` sends every crop to
+``trocr_ocr`` through business-logic calls (i2tt_server.pages_adapter), so the lines of all
+pages share ``trocr_ocr``'s dynamic batcher with every other caller; outside Triton any
+callable from PNG crops to texts will do (a TrOCRReader, a tritonclient call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from PIL import Image
+
+from ..errors import InvalidInput
+from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
+from ..lines import Line, TesseractLineFinder, normalise_polarity
+from .base import Parameters, Runner
+
+LineReader = Callable[[list[bytes]], list[str]]
+
+
+@dataclasses.dataclass
+class PageSettings(Parameters):
+    """ocr_page's config.pbtxt parameters. It has no weights of its own: ``ocr_model``
+    reads the lines."""
+
+    ocr_model: str = "trocr_ocr"
+    # A page with more lines is refused (INVALID_ARG) rather than queued as hundreds of
+    # line reads: 256 is about two dense columns of an A4 page at 300 dpi.
+    max_lines: int = 256
+    # Margin added around each line's box before cropping, as a share of the line's
+    # height: TrOCR reads better with a little room around the ink.
+    line_margin: float = 0.15
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    tessdata: str = ""  # empty: $TESSDATA_PREFIX, else the distribution's folder
+
+
+@dataclass
+class Page:
+    """One page, parsed: its size, its lines (pixels, reading order) and their crops."""
+
+    width: int
+    height: int
+    lines: list[Line]
+    crops: list[bytes]
+
+
+def crop_box(line: Line, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
+    pad = round(line.height * margin)
+    return (max(0, line.x1 - pad), max(0, line.y1 - pad),
+            min(width, line.x2 + pad), min(height, line.y2 + pad))
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # fast: crops live for one request
+    return buffer.getvalue()
+
+
+def lines_json(page: Page, texts: Sequence[str]) -> str:
+    """Each line's text and box, normalised to 0..1 of the page's width and height (as
+    kosmos2_caption's entities). Tesseract's layout analysis gives no confidence."""
+    return json.dumps([{"text": text,
+                        "box": [round(line.x1 / page.width, 6), round(line.y1 / page.height, 6),
+                                round(line.x2 / page.width, 6), round(line.y2 / page.height, 6)]}
+                       for line, text in zip(page.lines, texts)], ensure_ascii=False)
+
+
+class PageReader(Runner):
+    name = "ocr_page"
+    inputs = ("IMAGE",)
+    outputs = ("TEXT", "LINES")
+    sample = "page"  # what the benchmark and load test send it
+    settings_class = PageSettings
+    checkpoints: dict[str, str] = {}  # no weights: ``ocr_model`` reads the lines
+    model_class = processor_class = ""
+
+    @classmethod
+    def called_models(cls, params: dict[str, str]) -> list[str]:
+        return [cls.settings_class.from_parameters(params).ocr_model]
+
+    def __init__(self, settings: PageSettings, read_lines: LineReader | None = None, **_):
+        self.settings = settings
+        self.device = "cpu"  # line finding runs on the CPU; the reader chooses its own
+        self.find_lines = TesseractLineFinder(settings.tessdata)
+        self.read_lines = read_lines
+
+    def parse_one(self, values) -> Page:
+        image = decode_image(values["IMAGE"], self.settings.max_image_bytes,
+                             self.settings.max_image_pixels)
+        return self.page(image)
+
+    def page(self, image: Image.Image) -> Page:
+        """Find and crop the lines of a decoded page."""
+        grey = normalise_polarity(image)
+        lines = self.find_lines(grey)
+        if len(lines) > self.settings.max_lines:
+            raise InvalidInput(f"IMAGE has {len(lines)} text lines, over the limit of "
+                               f"{self.settings.max_lines} per page (split the page)")
+        width, height = grey.size
+        crops = [png(grey.crop(crop_box(line, width, height, self.settings.line_margin)).convert("RGB"))
+                 for line in lines]
+        return Page(width, height, lines, crops)
+
+    def infer(self, items: Sequence[Page]) -> list[dict[str, str]]:
+        """All lines of all pages read in one call; TEXT and LINES for each page."""
+        crops = [crop for page in items for crop in page.crops]
+        if self.read_lines is None:
+            raise RuntimeError("ocr_page has no line reader")
+        texts = self.read_lines(crops) if crops else []
+        if len(texts) != len(crops):
+            raise RuntimeError(f"the line reader gave {len(texts)} texts for {len(crops)} lines")
+        results, start = [], 0
+        for page in items:
+            mine = texts[start:start + len(page.lines)]
+            start += len(page.lines)
+            results.append({"TEXT": "\n".join(mine), "LINES": lines_json(page, mine)})
+        return results
