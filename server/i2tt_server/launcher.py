@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .repository import cpu_batching, derive_repository, read_configs
+from .repository import callers_first, cpu_batching, derive_repository
 from .weights.layout import WEIGHTS_ENV
 
 log = logging.getLogger("i2tt_server")
@@ -357,10 +357,11 @@ class TritonServer:
             return True
 
     def drain(self, timeout: float | None = None) -> list[str]:
-        """Stop taking requests and let the accepted ones finish: unload the ensembles
-        first (their requests in flight still reach their steps, which stay loaded), then
-        the other models, each unload finishing when its requests are done. Returns the
-        models still busy when ``timeout`` (default: the exit timeout) ran out."""
+        """Stop taking requests and let the accepted ones finish: unload the callers first
+        (ensembles, and models that call others, like ocr_page: their requests in flight
+        still reach the models they call, which stay loaded), then the models they call,
+        each unload finishing when its requests are done. Returns the models still busy
+        when ``timeout`` (default: the exit timeout) ran out."""
         deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
         self._stopping.set()
         # a model being healed holds the lock while it loads: wait for it only so long
@@ -369,11 +370,9 @@ class TritonServer:
         try:
             if not self.process or self.process.poll() is not None:
                 return []
-            configs = read_configs(self.model_repository)
-            ensembles = [n for n, c in configs.items() if c.platform == "ensemble"]
             busy = []
             try:
-                for group in (ensembles, [n for n in configs if n not in ensembles]):
+                for group in callers_first(self.model_repository):
                     loaded = [m for m, state in self.model_states().items()
                               if m in group and state == "READY"]
                     for model in loaded:

@@ -83,6 +83,31 @@ def with_called_models(repository: Path, models: list[str] | None) -> list[str] 
     return wanted
 
 
+def callers_first(repository: Path) -> list[list[str]]:
+    """The repository's models in layers, each model in a layer before every model it calls
+    (an ensemble's steps, a business-logic call's target): the order to stop taking
+    requests in, so that nothing accepted finds a model it needs already gone."""
+    from .runners import RUNNERS
+
+    configs = read_configs(repository)
+    calls: dict[str, set[str]] = {}
+    for name, config in configs.items():
+        called = set(ensemble_steps(config)) - {name}
+        if name in RUNNERS:
+            params = {k: v.string_value for k, v in config.parameters.items()}
+            called |= set(RUNNERS[name].called_models(params))
+        calls[name] = called & set(configs)
+    layers, left = [], set(configs)
+    while left:
+        # models no remaining model calls
+        layer = sorted(m for m in left if not any(m in calls[o] for o in left if o != m))
+        if not layer:  # a cycle: stop the rest together
+            layer = sorted(left)
+        layers.append(layer)
+        left -= set(layer)
+    return layers
+
+
 def served_folders(repository: Path, models: list[str] | None = None) -> list[str]:
     """The weights folders the served configs name (their ``weights`` parameter, else the
     runner's default); absolute paths are the configs' own business."""

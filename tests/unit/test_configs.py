@@ -218,3 +218,14 @@ def test_model_repository_is_found_from_a_regular_install(tmp_path, monkeypatch)
     monkeypatch.delenv(REPOSITORY_ENV)
     (tmp_path / "model_repository").mkdir()
     assert find_repository() == Path("model_repository").resolve()
+
+
+def test_stopping_order_puts_callers_before_the_models_they_call():
+    from i2tt_server.repository import callers_first
+
+    layers = callers_first(REPOSITORY)
+    position = {m: i for i, layer in enumerate(layers) for m in layer}
+    assert set(position) == set(configs())
+    assert position["caption_tags"] < position["blip_caption"]
+    assert position["caption_tags"] < position["t5_tags"]
+    assert position["ocr_page"] < position["trocr_ocr"]
