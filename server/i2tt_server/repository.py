@@ -120,20 +120,30 @@ def batching_off(config: ModelConfig) -> None:
     config.ClearField("dynamic_batching")
 
 
-# On a CPU every item of a batch costs nearly as much as running it alone, and large
-# batches stall the ensemble's pipeline (blip_caption and t5_tags run side by side): small
-# batches measured best there (docs/benchmarks/FINDINGS.md). GPUs keep the shipped sizes.
-CPU_MAX_BATCH = 4
+# CPU batching profile: the largest batch per model, chosen from the batch-size sweep
+# (scripts/sweep.py, docs/benchmarks/SWEEP.md: seconds per item at batch 1..16, bfloat16,
+# one thread per model process). A batch is worth taking while it still lowers the cost
+# per item; past that it only adds latency. GPUs keep the shipped configs.
+CPU_MAX_BATCH = {"blip_caption": 8, "t5_tags": 16, "trocr_ocr": 16, "kosmos2_caption": 4}
+CPU_DEFAULT_MAX_BATCH = 4  # a model not swept
+# One item takes seconds on a CPU, so waiting 50 ms for company costs a lone request under
+# 2 % of its latency per step, and lets requests that arrive together share a batch.
+CPU_QUEUE_DELAY_US = 50_000
 
 
 def cpu_batching(config: ModelConfig) -> None:
-    """Cap batches at CPU_MAX_BATCH (ensembles too, which must not exceed their steps)."""
-    if config.max_batch_size > CPU_MAX_BATCH:
-        config.max_batch_size = CPU_MAX_BATCH
-        if config.HasField("dynamic_batching"):
-            sizes = [s for s in config.dynamic_batching.preferred_batch_size if s <= CPU_MAX_BATCH]
-            del config.dynamic_batching.preferred_batch_size[:]
-            config.dynamic_batching.preferred_batch_size.extend(sizes)
+    """The CPU profile: each model's batch cap, preferring full batches, with at least the
+    CPU queue delay; an ensemble is capped at its smallest step's cap (it must not exceed them)."""
+    if config.platform == "ensemble":
+        cap = min(CPU_MAX_BATCH.get(s, CPU_DEFAULT_MAX_BATCH) for s in ensemble_steps(config))
+    else:
+        cap = CPU_MAX_BATCH.get(config.name, CPU_DEFAULT_MAX_BATCH)
+    config.max_batch_size = min(config.max_batch_size, cap)
+    if config.HasField("dynamic_batching"):
+        del config.dynamic_batching.preferred_batch_size[:]
+        config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
+        config.dynamic_batching.max_queue_delay_microseconds = max(
+            CPU_QUEUE_DELAY_US, config.dynamic_batching.max_queue_delay_microseconds)
 
 
 def chain(*edits: Callable[[ModelConfig], None]) -> Callable[[ModelConfig], None]:
