@@ -3,11 +3,13 @@ registry, the test-weights builders and the configs agree: a model added to one 
 forgotten in another fails here."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
 
-from i2tt_server.repository import (CPU_DEFAULT_MAX_BATCH, CPU_MAX_BATCH, CPU_QUEUE_DELAY_US,
+from i2tt_server.repository import (CPU_DEFAULT_MAX_BATCH, CPU_INSTANCES, CPU_MAX_BATCH,
+                                    CPU_QUEUE_DELAY_US,
                                     cpu_batching, derive_repository,
                                     ensemble_steps, model_dirs, read_config, served_folders,
                                     set_parameter)
@@ -142,12 +144,16 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
             assert list(config.dynamic_batching.preferred_batch_size) == [config.max_batch_size]
             assert config.dynamic_batching.max_queue_delay_microseconds == max(
                 CPU_QUEUE_DELAY_US, original.dynamic_batching.max_queue_delay_microseconds)
+        instances = CPU_INSTANCES.get(config.name, 1) if (os.cpu_count() or 1) > 1 else 1
+        assert sum(g.count for g in config.instance_group) == instances or (
+            instances == 1 and not config.instance_group)
         config.max_batch_size = original.max_batch_size
         for one in (config, original):
+            del one.instance_group[:]
             if one.HasField("dynamic_batching"):  # (one of the scheduling oneof: test first)
                 del one.dynamic_batching.preferred_batch_size[:]
                 one.dynamic_batching.max_queue_delay_microseconds = 0
-        assert config == original  # nothing but the batching values changed
+        assert config == original  # nothing but the batching values and instances changed
         assert (model_dir / "1").is_dir()
     # an ensemble never takes a batch larger than one of its steps would
     for name, config in shipped.items():
