@@ -2,14 +2,19 @@
 """I2TT benchmark: in-process transformers against Triton serving, in one run.
 
 Rows, for caption_tags (BLIP caption -> T5 tags) and each selected single model:
-  1. seed-style baseline: transformers called directly, fp32, one image at a time;
-  2. in-process batched: the serving code (i2tt_server runners) without Triton, at several
-     batch sizes; the best is the ceiling of what the hardware does with no serving overhead;
-  3. Triton over gRPC with dynamic batching, at several client concurrencies;
-  4. the same with batching off (max_batch_size 1, derived repository).
+  1. seed-style baseline: transformers called directly, one image at a time, float32 with
+     torch's default thread count (as the seed notebook); again at the served dtype;
+  2. in-process batched: the serving code (i2tt_server runners) without Triton, at the
+     served dtype and threads, at batch sizes up to what the server batches; the best is
+     the ceiling of what one process does with no serving overhead;
+  3. Triton over gRPC with dynamic batching, at several client concurrencies (single
+     models: 1 and --ratio-level);
+  4. caption_tags with batching off (max_batch_size 1, derived repository);
+  5. the BLIP vision encoder's achieved GFLOP/s against a matmul peak, same dtype and run.
 Every request carries distinct image bytes and the server's response cache is off.
 Generation settings are the served ones on both sides; with full-size random weights the
-generated length is pinned, so every row generates the same number of tokens.
+generated length is pinned, so every row generates the same number of tokens. On a CPU
+the server runs the CPU batching profile (what `i2tt-server serve` does without a GPU).
 
 Writes a markdown report, a plot and the raw rows as JSON; prints the table, the ratios
 and whether each target is met. `make bench BENCH_ARGS="--quick"` for a short run.
