@@ -23,7 +23,10 @@ def test_bench_runs_in_process_rows_on_tiny_weights(weights_dir, tmp_path):
     from i2tt_server.runners.base import auto_dtype
 
     served = auto_dtype("cpu", "bfloat16")
-    threads = f"{torch.get_num_threads()} thread(s)"  # torch's default, as the seed notebook
+    # torch's default thread count, as the seed notebook has it (this process may have changed its own)
+    default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    threads = f"{default} thread(s)"
     assert f"| seed-style in-process, float32, {threads}, one at a time | 1 |" in result.stdout
     if served != "float32":
         assert (f"| seed-style in-process, {served} (served dtype), {threads}, one at a time | 1 |"
