@@ -12,7 +12,7 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test test-weights bench load clean
+.PHONY: venv serve test test-weights bench load soak clean
 
 venv: $(VENV)/.installed
 
@@ -56,3 +56,10 @@ bench: venv
 LOAD_ARGS ?=
 load: venv test-weights
 	$(BIN)/python scripts/load.py $(LOAD_ARGS)
+
+# Soak test (not part of `make test`): the mixed load for SOAK_SECONDS against an own
+# tiny-weights server; reports failures and the server processes' memory growth.
+SOAK_SECONDS ?= 600
+SOAK_ARGS ?=
+soak: venv test-weights
+	$(BIN)/python scripts/soak.py --duration $(SOAK_SECONDS) $(SOAK_ARGS)

@@ -8,8 +8,8 @@
 
 from .aio import AsyncI2TTClient
 from .client import I2TTClient
-from .errors import (DeadlineExceededError, I2TTError, InvalidInputError, ServerError,
-                     UnavailableError)
+from .errors import (AuthenticationError, DeadlineExceededError, I2TTError, InvalidInputError,
+                     ServerError, UnavailableError)
 from .results import (Caption, Description, Entity, Grounding, Health, ModelHealth, OCRText,
                       Result, Tags)
 
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "I2TTClient", "AsyncI2TTClient",
     "I2TTError", "InvalidInputError", "UnavailableError", "DeadlineExceededError", "ServerError",
+    "AuthenticationError",
     "Result", "Caption", "Grounding", "Entity", "OCRText", "Tags", "Description", "Health",
     "ModelHealth",
 ]

@@ -14,19 +14,25 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import io
 import json
 import os
+import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .client import I2TTClient
-from .errors import I2TTError
+from .errors import I2TTError, InvalidInputError
 from .inputs import IMAGE_SUFFIXES, is_url
 
 SERVER_ENV = "I2TT_SERVER"
+API_KEY_ENV = "I2TT_API_KEY"
 DEFAULT_SERVER = "localhost:8001"
+# Every input ends within this (a stuck server or URL must not hold the output for ever).
+DEFAULT_TIMEOUT = 120.0
 FORMATS = ("text", "json", "jsonl", "csv")
 # Columns of each command's rows (csv header; order of fields in text output).
 COLUMNS = {
@@ -40,10 +46,22 @@ COLUMNS = {
 
 # ---- inputs ----------------------------------------------------------------------------
 
-def expand_images(arguments: Iterable[str], stdin=None) -> list[str]:
+@dataclass(frozen=True)
+class Unreadable:
+    """An entry of a folder that cannot be used (a symlink loop, a dangling link, an
+    unlistable folder, a pipe): it gets an error row of its own."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def expand_images(arguments: Iterable[str], stdin=None) -> list[str | Unreadable]:
     """Files as given, directories recursively (image files only, sorted), URLs as they
     are, and ``-`` for one path or URL per line of stdin."""
-    found: list[str] = []
+    found: list[str | Unreadable] = []
     for argument in arguments:
         if argument == "-":
             lines = [line.strip() for line in (stdin or sys.stdin)]
@@ -51,11 +69,46 @@ def expand_images(arguments: Iterable[str], stdin=None) -> list[str]:
         elif is_url(argument):
             found.append(argument)
         elif os.path.isdir(argument):
-            found += sorted(str(p) for p in Path(argument).rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += sorted(walk_images(argument), key=str)
         else:
             found.append(argument)  # a missing file becomes that item's error, not an abort
     return found
+
+
+def walk_images(folder: str, ancestors: frozenset = frozenset()) -> list[str | Unreadable]:
+    """Image files under ``folder``, following symlinks; what cannot be read is reported,
+    never skipped in silence. ``ancestors`` (device, inode) of the folders above catch
+    a link back up the tree."""
+    try:
+        status = os.stat(folder)
+        identity = (status.st_dev, status.st_ino)
+        if identity in ancestors:
+            return [Unreadable(folder, f"symlink loop: {folder} leads back to a folder above it")]
+        with os.scandir(folder) as entries:
+            paths = [entry.path for entry in entries]
+    except OSError as exc:
+        return [Unreadable(folder, f"cannot list folder {folder}: {os_reason(exc)}")]
+    found: list[str | Unreadable] = []
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode  # follows links: loops and dangling links fail here
+        except OSError as exc:
+            found.append(Unreadable(path, f"cannot read {path}: {os_reason(exc)}"))
+            continue
+        if stat.S_ISDIR(mode):
+            found += walk_images(path, ancestors | {identity})
+        elif Path(path).suffix.lower() in IMAGE_SUFFIXES:
+            found.append(path if stat.S_ISREG(mode)
+                         else Unreadable(path, f"not a regular file: {path}"))
+    return found
+
+
+def os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "dangling symlink (its target does not exist)"
+    return exc.strerror or str(exc)
 
 
 def expand_texts(arguments: Iterable[str], stdin=None) -> list[str]:
@@ -192,6 +245,22 @@ def format_for(args) -> str:
 
 # ---- commands --------------------------------------------------------------------------
 
+def read_api_key(args) -> str | None:
+    """The API key from --api-key-file, else $I2TT_API_KEY (never from the command line,
+    where other users could read it)."""
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SystemExit(f"i2tt: --api-key-file: cannot read {args.api_key_file}: "
+                             f"{exc.strerror or exc}") from None
+        if not key or "\n" in key:
+            raise SystemExit(f"i2tt: --api-key-file: {args.api_key_file} must hold one "
+                             "non-empty line")
+        return key
+    return os.environ.get(API_KEY_ENV, "").strip() or None
+
+
 def make_client(args) -> I2TTClient:
     headers = {}
     for header in args.header or []:
@@ -201,14 +270,16 @@ def make_client(args) -> I2TTClient:
         headers[key.strip().lower()] = value  # gRPC metadata keys must be lower case
     return I2TTClient(args.server, ssl=args.ssl, root_certificates=args.root_certificates,
                       private_key=args.private_key, certificate_chain=args.certificate_chain,
-                      headers=headers or None, timeout=args.timeout, retries=args.retries,
-                      max_in_flight=args.max_in_flight)
+                      api_key=read_api_key(args), headers=headers or None,
+                      timeout=args.timeout or None, retries=args.retries,
+                      max_in_flight=args.max_in_flight, url_timeout=args.url_timeout,
+                      load_balancing=args.load_balancing)
 
 
 def run_inference(args, client: I2TTClient) -> int:
     command = args.command
     if command == "tags":
-        sources = expand_texts(args.inputs)
+        sources: list = expand_texts(args.inputs)
     else:
         sources = expand_images(args.inputs + (args.url or []))
     if not sources:
@@ -226,7 +297,7 @@ def run_inference(args, client: I2TTClient) -> int:
         kept = [restore(r, command, fmt) for r in read_rows(Path(args.output), fmt)
                 if not r.get("error") and r.get("input") is not None]
         done = {r["input"] for r in kept}
-        sources = [s for s in sources if s not in done]
+        sources = [s for s in sources if str(s) not in done]
 
     stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     writer = Writer(stream, fmt, command)
@@ -237,30 +308,37 @@ def run_inference(args, client: I2TTClient) -> int:
     pending: dict[int, dict] = {}
     next_index = 0
 
-    def on_result(index: int, outcome: Any) -> None:
-        # Rows are written in input order as soon as all earlier inputs are done.
+    def finish(index: int, outcome: Any) -> None:
+        # Rows are written in input order as soon as all earlier inputs are done; every
+        # input ends (each has a deadline), so no row waits for ever.
         nonlocal failures, next_index
         if isinstance(outcome, I2TTError):
             failures += 1
         elif draw_target:
-            drawn = draw_one(sources[index], outcome, index, draw_target, len(sources))
+            drawn = draw_one(str(sources[index]), outcome, index, draw_target, len(sources))
             if drawn is not None:
                 outcome = drawn
                 failures += 1
-        pending[index] = row(command, sources[index], outcome)
+        pending[index] = row(command, str(sources[index]), outcome)
         while next_index in pending:
             writer.write(pending.pop(next_index))
             next_index += 1
 
+    # Entries that cannot be read are answered here; the rest go to the server.
+    sent = [i for i, source in enumerate(sources) if not isinstance(source, Unreadable)]
     method: Callable = getattr(client, command)
-    kwargs: dict[str, Any] = {"errors": "return", "on_result": on_result,
+    kwargs: dict[str, Any] = {"errors": "return",
+                              "on_result": lambda i, outcome: finish(sent[i], outcome),
                               "progress": args.progress if args.progress is not None
                               else bool(args.output)}
     if getattr(args, "prompt", None) is not None:
         kwargs["prompt"] = args.prompt
     try:
-        if sources:
-            method(sources, **kwargs)
+        for index, source in enumerate(sources):
+            if isinstance(source, Unreadable):
+                finish(index, InvalidInputError(index, source.reason))
+        if sent:
+            method([sources[i] for i in sent], **kwargs)
     finally:
         writer.close()
         if args.output:
@@ -322,13 +400,23 @@ def connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                        help="client key for mutual TLS")
     group.add_argument("--certificate-chain", metavar="PEM", default=d(None),
                        help="client certificate for mutual TLS")
+    group.add_argument("--api-key-file", metavar="PATH", default=d(None),
+                       help=f"file holding the API key, sent as the i2tt-api-key header "
+                            f"(default: ${API_KEY_ENV})")
     group.add_argument("--header", metavar="KEY=VALUE", action="append", default=d(None),
                        help="gRPC metadata sent with every call, e.g. authorization='Bearer x' "
                             "(repeatable)")
-    group.add_argument("--timeout", type=float, metavar="SECONDS", default=d(None),
-                       help="deadline for each request")
+    group.add_argument("--load-balancing", metavar="POLICY", default=d(None),
+                       help="gRPC load balancing over the addresses of the server's name, "
+                            "e.g. round_robin with --server dns:///host:port")
+    group.add_argument("--timeout", type=float, metavar="SECONDS", default=d(DEFAULT_TIMEOUT),
+                       help="deadline of each input, from reading it to its answer, retries "
+                            f"included (default {DEFAULT_TIMEOUT:g}; 0: none)")
+    group.add_argument("--url-timeout", type=float, metavar="SECONDS", default=d(10.0),
+                       help="total time to fetch an image URL (default 10)")
     group.add_argument("--retries", type=int, default=d(2),
-                       help="retries when the server is unavailable or overloaded (default 2)")
+                       help="retries when the server is unavailable or overloaded, within "
+                            "the deadline (default 2)")
     group.add_argument("--max-in-flight", type=int, default=d(16), metavar="N",
                        help="concurrent requests (default 16)")
 

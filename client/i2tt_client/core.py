@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
 from . import operations as ops
-from .errors import I2TTError, ServerError, UnavailableError, from_triton
+from .errors import (AuthenticationError, DeadlineExceededError, I2TTError, ServerError,
+                     UnavailableError, from_triton)
 from .inputs import FetchLimits, is_batch
 from .results import Health, ModelHealth, Result
 
@@ -101,7 +105,69 @@ async def drive_async(flow: Flow, triton) -> Any:
             error = exc
 
 
+# ---- deadlines ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Deadline:
+    """When one call must be answered by (``seconds`` from its start; None: never)."""
+
+    seconds: float | None
+    at: float | None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> "Deadline":
+        return cls(seconds, None if seconds is None else time.monotonic() + seconds)
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def allows(self, delay: float) -> bool:
+        """Whether a pause of ``delay`` seconds still leaves time for another attempt."""
+        return self.at is None or time.monotonic() + delay < self.at
+
+
+def attempt_arguments(deadline: Deadline) -> dict:
+    """The deadline of one attempt, for tritonclient: ``client_timeout`` (seconds) ends the
+    call here, and ``timeout`` (microseconds) tells the server, whose queue policy then
+    drops the request, rather than run it, when its caller has gone."""
+    remaining = deadline.remaining()
+    if remaining is None:
+        return {}
+    return {"client_timeout": remaining, "timeout": max(1, int(remaining * 1_000_000))}
+
+
 # ---- settings shared by both clients ---------------------------------------------------
+
+API_KEY_HEADER = "i2tt-api-key"
+# Triton's gRPC frontend checks a restricted protocol's header (`--grpc-restricted-protocol
+# =...:i2tt-api-key=KEY`) under this prefixed name; the plain name is what its HTTP
+# frontend and proxies in front of the server read.
+TRITON_GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
+
+
+def default_channel_options() -> dict:
+    """tritonclient's own channel options. It drops all of them (the message size limits
+    included) when given any, so they are restated under the caller's."""
+    keepalive = KeepAliveOptions()
+    return {"grpc.max_send_message_length": MAX_GRPC_MESSAGE_SIZE,
+            "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_SIZE,
+            "grpc.keepalive_time_ms": keepalive.keepalive_time_ms,
+            "grpc.keepalive_timeout_ms": keepalive.keepalive_timeout_ms,
+            "grpc.keepalive_permit_without_calls": keepalive.keepalive_permit_without_calls,
+            "grpc.http2.max_pings_without_data": keepalive.http2_max_pings_without_data}
+
+
+def channel_options(channel_args: list | None, load_balancing: str | None) -> list | None:
+    """gRPC channel options: tritonclient's defaults, then ``load_balancing`` (a policy name
+    such as ``round_robin``), then the caller's ``channel_args`` (they win)."""
+    if channel_args is None and load_balancing is None:
+        return None  # tritonclient applies its defaults itself
+    options = default_channel_options()
+    if load_balancing:
+        options["grpc.lb_policy_name"] = load_balancing
+    options.update(dict(channel_args or ()))
+    return list(options.items())
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -121,29 +187,48 @@ class Settings:
         delay = min(self.retry_max_delay, self.retry_backoff * 2 ** (attempt - 1))
         return delay * random.uniform(0.5, 1.0)
 
+    def deadline(self, timeout: float | None) -> Deadline:
+        """A call's deadline: its own ``timeout``, else the client's (0: none)."""
+        seconds = timeout if timeout is not None else self.timeout
+        return Deadline.after(seconds or None)
+
 
 # ---- flows -----------------------------------------------------------------------------
 
 def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
               timeout: float | None) -> Flow:
-    """One input through one model; returns a Result or raises an I2TTError."""
-    data = yield Blocking(op.encode, (item, index, settings.limits))
-    arguments = {**op.infer_arguments(data), "headers": settings.headers,
-                 "client_timeout": timeout if timeout is not None else settings.timeout}
+    """One input through one model; returns a Result or raises an I2TTError.
+
+    The deadline covers the whole call: reading or fetching the input, every attempt and
+    every pause between attempts. Each attempt carries what is left of it to the server.
+    A retryable failure (the server down or overloaded) is retried with backoff while
+    ``settings.retries`` and the deadline allow; otherwise the last error is raised.
+    """
+    deadline = settings.deadline(timeout)
+    limits = settings.limits.within(deadline.remaining())
+    data = yield Blocking(op.encode, (item, index, limits))
+    arguments = {**op.infer_arguments(data), "headers": settings.headers}
     attempt = 1
     while True:
+        if deadline.remaining() == 0:  # the input's fetch took all of it
+            raise DeadlineExceededError(
+                f"{op.model}: the {deadline.seconds:g}s deadline passed before the request "
+                "could be sent", index=index, model=op.model)
         try:
             if op.needs_config and op.model not in settings.configs:
-                reply = yield Rpc("get_model_config", {"model_name": op.model, "as_json": True,
-                                                       "headers": settings.headers})
+                reply = yield Rpc("get_model_config", {
+                    "model_name": op.model, "as_json": True, "headers": settings.headers,
+                    "client_timeout": deadline.remaining()})
                 settings.configs[op.model] = reply.get("config", reply)
-            response = yield Rpc("infer", arguments)
+            response = yield Rpc("infer", {**arguments, **attempt_arguments(deadline)})
         except Exception as exc:
             error = from_triton(exc, index=index, model=op.model)
             if error.retryable and attempt <= settings.retries:
-                yield Sleep(settings.retry_delay(attempt))
-                attempt += 1
-                continue
+                delay = settings.retry_delay(attempt)
+                if deadline.allows(delay):
+                    yield Sleep(delay)
+                    attempt += 1
+                    continue
             error.attempts = attempt
             raise error from None
         try:
@@ -156,14 +241,13 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
 def health_flow(settings: Settings, models: Iterable[str] | None) -> Flow:
     """Liveness, readiness and version of the server, and readiness of each model (by
     default every model the server has)."""
-    headers = {"headers": settings.headers}
+    headers = {"headers": settings.headers, "client_timeout": settings.timeout or None}
     try:
         live = yield Rpc("is_server_live", headers)
         ready = yield Rpc("is_server_ready", headers)
         metadata = yield Rpc("get_server_metadata", headers)
         if models is None:
-            index = yield Rpc("get_model_repository_index", {**headers, "as_json": True})
-            models = sorted({m["name"] for m in index.get("models", [])})
+            models = yield from model_names_flow(headers)
         states = []
         for name in models:
             try:
@@ -180,10 +264,25 @@ def health_flow(settings: Settings, models: Iterable[str] | None) -> Flow:
     return Health(settings.server, bool(live), bool(ready), metadata.version, states)
 
 
+def model_names_flow(headers: dict) -> Flow:
+    """The names of the server's models: its repository index, or where that API is closed
+    to clients (an I2TT server keeps the model-control APIs to itself), the models its
+    statistics list (the loaded ones)."""
+    try:
+        index = yield Rpc("get_model_repository_index", {**headers, "as_json": True})
+        return sorted({m["name"] for m in index.get("models", [])})
+    except Exception as exc:
+        if not isinstance(from_triton(exc), AuthenticationError):
+            raise
+    stats = yield Rpc("get_inference_statistics", {**headers, "as_json": True})
+    return sorted({m["name"] for m in stats.get("model_stats", [])})
+
+
 def probe_flow(settings: Settings, method: str, **kwargs) -> Flow:
     """A yes/no health probe: an unreachable server answers no rather than raising."""
     try:
-        return bool((yield Rpc(method, {**kwargs, "headers": settings.headers})))
+        return bool((yield Rpc(method, {**kwargs, "headers": settings.headers,
+                                        "client_timeout": settings.timeout or None})))
     except Exception as exc:
         error = from_triton(exc)
         if isinstance(error, UnavailableError) or (
@@ -262,7 +361,10 @@ class ClientBase:
 
     Common keyword arguments:
 
-    - ``timeout``: deadline in seconds for each request (default: the client's).
+    - ``timeout``: deadline in seconds of each input's call (default: the client's; 0 for
+      none), counted from when that input is taken up: reading or fetching it, every
+      attempt and every backoff pause. What is left of it travels with each attempt, so
+      the server drops a request whose caller has gone instead of running it.
     - ``errors``: ``"raise"`` (default) raises the first failed input's error (by input
       order) after all inputs are done, with every outcome in ``error.results``;
       ``"return"`` puts the :class:`~i2tt_client.errors.I2TTError` in the failed item's place.
@@ -275,28 +377,45 @@ class ClientBase:
 
     def __init__(self, server: str = "localhost:8001", *, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
-                 certificate_chain: str | None = None, headers: dict[str, str] | None = None,
-                 timeout: float | None = None, max_in_flight: int = 16, retries: int = 0,
-                 retry_backoff: float = 0.5, url_timeout: float = 10.0,
-                 max_url_bytes: int = 20 * 1024 * 1024, channel_args: list | None = None):
-        """Connect to the server's gRPC endpoint (``host:port``).
+                 certificate_chain: str | None = None, api_key: str | None = None,
+                 headers: dict[str, str] | None = None, timeout: float | None = None,
+                 max_in_flight: int = 16, retries: int = 0, retry_backoff: float = 0.5,
+                 url_timeout: float = 10.0, max_url_bytes: int = 20 * 1024 * 1024,
+                 load_balancing: str | None = None, channel_args: list | None = None):
+        """Connect to the server's gRPC endpoint: ``host:port``, or any gRPC target such as
+        ``dns:///i2tt-headless.ns.svc:8001`` (every address the name resolves to).
 
         ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS, with the
-        PEM files' paths (a client cert and key for mutual TLS). ``headers``: gRPC
-        metadata sent with every call, e.g. ``{"authorization": "Bearer ..."}``.
-        ``timeout``: default deadline per request in seconds. ``retries``/``retry_backoff``:
-        how often and how patiently to retry when the server is unavailable or overloaded.
-        ``url_timeout``/``max_url_bytes``: limits for images given as URLs.
+        PEM files' paths (a client cert and key for mutual TLS). ``api_key``: sent with
+        every call as ``triton-grpc-protocol-i2tt-api-key`` (the header Triton checks for
+        ``--grpc-restricted-protocol=...:i2tt-api-key=KEY``) and as ``i2tt-api-key``. ``headers``: more gRPC metadata for every
+        call, e.g. ``{"authorization": "Bearer ..."}``.
+        ``timeout``: default deadline of each call in seconds (input fetch, attempts and
+        backoff included; the server is told what is left of it). ``retries``/
+        ``retry_backoff``: how often and how patiently to retry when the server is
+        unavailable or overloaded, never past the deadline.
+        ``url_timeout``/``max_url_bytes``: total time and size limits for images given as
+        URLs. ``load_balancing``: gRPC load-balancing policy, e.g. ``"round_robin"`` to
+        spread calls over every address of a ``dns:///`` target; ``channel_args``: more
+        gRPC channel options as ``(key, value)`` pairs.
         """
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self.settings = Settings(server=server, headers=dict(headers) if headers else None,
-                                 timeout=timeout, max_in_flight=max_in_flight, retries=retries,
+        headers = {key.lower(): value for key, value in (headers or {}).items()}
+        if api_key is not None:
+            if not api_key or api_key != api_key.strip() or "\n" in api_key:
+                raise ValueError("api_key must be a non-empty string without surrounding "
+                                 "whitespace or line breaks")
+            headers[API_KEY_HEADER] = api_key
+            headers[TRITON_GRPC_HEADER_PREFIX + API_KEY_HEADER] = api_key
+        self.settings = Settings(server=server, headers=headers or None, timeout=timeout,
+                                 max_in_flight=max_in_flight, retries=retries,
                                  retry_backoff=retry_backoff,
                                  limits=FetchLimits(url_timeout, max_url_bytes))
         self._connection = {"url": server, "ssl": ssl or bool(root_certificates or certificate_chain),
                             "root_certificates": root_certificates, "private_key": private_key,
-                            "certificate_chain": certificate_chain, "channel_args": channel_args}
+                            "certificate_chain": certificate_chain,
+                            "channel_args": channel_options(channel_args, load_balancing)}
 
     @property
     def server(self) -> str:

@@ -4,6 +4,7 @@
   retrying the same input cannot help.
 - :class:`UnavailableError` — the server is down, overloaded or unreachable; retryable.
 - :class:`DeadlineExceededError` — the call's deadline passed before an answer came.
+- :class:`AuthenticationError` — the server wants an API key (or another one).
 - :class:`ServerError` — anything else the server reported (an internal failure, an
   unknown model).
 """
@@ -66,6 +67,15 @@ class ServerError(I2TTError):
     """The server failed the request for a reason that is not the caller's input."""
 
 
+class AuthenticationError(I2TTError):
+    """The server refused the call for want of the right API key; not retryable."""
+
+
+# Triton answers a restricted protocol's call without the right header with UNAVAILABLE,
+# which would otherwise read as retryable overload.
+_RESTRICTED = "This protocol is restricted"
+
+
 # gRPC status names as tritonclient reports them ("StatusCode.X").
 _BY_STATUS = {
     "INVALID_ARGUMENT": InvalidInputError,
@@ -84,6 +94,8 @@ def from_triton(exc: Exception, *, index: int | None = None, model: str | None =
     message = message or str(exc)
     code = (status or "").rsplit(".", 1)[-1]
     cls = _BY_STATUS.get(code, ServerError)
+    if _RESTRICTED in message:
+        cls = AuthenticationError
     if cls is InvalidInputError:
         return InvalidInputError(index, message, model=model, status=code)
     return cls(message, index=index, model=model, status=code or None)

@@ -8,11 +8,16 @@ those pixels. URLs are fetched here, never by the server.
 
 from __future__ import annotations
 
+import functools
+import http.client
 import io
 import os
+import socket
+import stat
+import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,17 @@ URL_SCHEMES = ("http://", "https://")
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """How long a URL may take and how large its body may be."""
+    """How long fetching a URL may take in all (connecting, TLS, headers and body), and
+    how large its body may be."""
 
     timeout: float = 10.0
     max_bytes: int = 20 * 1024 * 1024
+
+    def within(self, seconds: float | None) -> "FetchLimits":
+        """These limits, with the time cut to ``seconds`` when that is shorter."""
+        if seconds is None or seconds >= self.timeout:
+            return self
+        return replace(self, timeout=seconds)
 
 
 def is_url(value: Any) -> bool:
@@ -68,11 +80,14 @@ def image_bytes(value: Any, index: int | None = None, limits: FetchLimits = Fetc
 
 def read_file(path: Path, index: int | None) -> bytes:
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise InvalidInputError(index, f"is a directory, not an image: {path}")
+        if not stat.S_ISREG(mode):  # a pipe or a device could block for ever
+            raise InvalidInputError(index, f"not a regular file: {path}")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InvalidInputError(index, f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise InvalidInputError(index, f"is a directory, not an image: {path}") from None
     except OSError as exc:
         raise InvalidInputError(index, f"cannot read {path}: {exc.strerror or exc}") from None
     if not data:
@@ -80,10 +95,88 @@ def read_file(path: Path, index: int | None) -> bytes:
     return data
 
 
-def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "i2tt-client"})
+class Watchdog:
+    """Ends a fetch at its total deadline by shutting its connections down.
+
+    Socket timeouts limit each read, not the whole: a server that sends a byte a second
+    would keep a fetch going for ever. Each connection's socket is duplicated when it is
+    made, and at the deadline the duplicate is shut down, which wakes whatever read is
+    blocked on the connection (TLS handshake included) and ends it.
+    """
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def create_connection(self, *args, **kwargs) -> socket.socket:
+        sock = socket.create_connection(*args, **kwargs)
+        with self._lock:
+            self._sockets.append(sock.dup())
+            if self.fired:
+                _shutdown(self._sockets[-1])
+        return sock
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shutdown(sock: socket.socket) -> None:
     try:
-        with urllib.request.urlopen(request, timeout=limits.timeout) as response:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by the other side
+
+
+class _Watched:
+    """A urllib handler whose connections are watched by a :class:`Watchdog`."""
+
+    def __init__(self, watchdog: Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def do_open(self, http_class, request, **kwargs):
+        return super().do_open(functools.partial(_watched, http_class, self.watchdog),
+                               request, **kwargs)
+
+
+class _WatchedHTTPHandler(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
+def _watched(connection_class, watchdog: Watchdog, *args, **kwargs):
+    connection = connection_class(*args, **kwargs)
+    connection._create_connection = watchdog.create_connection
+    return connection
+
+
+def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
+    """The body of an http(s) URL, fetched within ``limits.timeout`` seconds in all."""
+    request = urllib.request.Request(url, headers={"User-Agent": "i2tt-client"})
+    if limits.timeout <= 0:
+        raise InvalidInputError(index, f"{url}: timed out: no time left to fetch it")
+    watchdog = Watchdog(limits.timeout)
+    opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog),
+                                         _WatchedHTTPSHandler(watchdog))
+    try:
+        with opener.open(request, timeout=limits.timeout) as response:
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > limits.max_bytes:
                 raise InvalidInputError(index, f"{url}: {int(length)} bytes is over the "
@@ -95,11 +188,19 @@ def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
         raise
     except urllib.error.HTTPError as exc:
         raise InvalidInputError(index, f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
+        if watchdog.fired:
+            raise InvalidInputError(index, f"{url}: timed out: not fetched within "
+                                           f"{limits.timeout:g}s") from None
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
             reason = f"timed out after {limits.timeout:g}s"
         raise InvalidInputError(index, f"{url}: cannot fetch ({reason})") from None
+    finally:
+        watchdog.close()
+    if watchdog.fired:  # the body may have been cut short
+        raise InvalidInputError(index, f"{url}: timed out: not fetched within "
+                                       f"{limits.timeout:g}s")
     if len(data) > limits.max_bytes:
         raise InvalidInputError(index, f"{url}: body is over the {limits.max_bytes}-byte limit")
     if not data:

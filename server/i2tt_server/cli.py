@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from .launcher import TritonServer
+from .launcher import API_KEY_ENV, API_KEY_HEADER, TritonServer, Tls
 from .repository import REPOSITORY_ENV, find_repository, served_folders
 from .runners import checkpoints, default_folders
 from .weights.layout import missing_folders, weights_root
@@ -53,41 +54,76 @@ def cmd_serve(args) -> int:
     elif missing:
         print(f"error: no weights for {missing} in {root}", file=sys.stderr)
         return 1
-    server = TritonServer(repository, weights=root,
-                          http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, host=args.host, models=args.models,
-                          cache_size=args.cache_size, extra_args=args.triton_arg,
-                          profile=args.batching)
-    # Ctrl-C reaches the whole foreground process group (and the server is in its own
-    # session): forward it ourselves, once, so the server shuts down cleanly.
-    stopping = []
+    try:
+        api_key = read_api_key(args.api_key_file)
+        tls = tls_files(args)
+        server = TritonServer(repository, weights=root,
+                              http_port=args.http_port, grpc_port=args.grpc_port,
+                              metrics_port=args.metrics_port, host=args.host,
+                              models=args.models, cache_size=args.cache_size,
+                              extra_args=args.triton_arg, profile=args.batching,
+                              exit_timeout=args.exit_timeout, api_key=api_key, tls=tls,
+                              log_format=args.log_format,
+                              grpc_max_connection_age=args.grpc_max_connection_age)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # SIGTERM (Kubernetes stopping the pod) and Ctrl-C (which reaches the whole foreground
+    # process group; the server runs in its own session) both mean: drain, then stop.
+    def request_stop(signum, _frame):
+        if not server.stop_requested.is_set():
+            server.stop_requested.set()
+            print(f"\n{signal.Signals(signum).name}: draining requests in flight (at most "
+                  f"{args.exit_timeout}s), then stopping tritonserver ...", file=sys.stderr)
 
-    def forward(signum, _frame):
-        if not stopping:
-            stopping.append(signum)
-            print("\nshutting down tritonserver ...", file=sys.stderr)
-            if server.process:
-                server.process.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     try:
         server.start(timeout=args.ready_timeout)
-    except (RuntimeError, TimeoutError) as exc:
-        if stopping:
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        if server.stop_requested.is_set():
             return 0
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"I2TT ready: gRPC {args.host}:{args.grpc_port}, HTTP {args.host}:{args.http_port}, "
-          f"metrics {args.host}:{args.metrics_port}; models: {', '.join(server.expected_models())}; "
-          f"batching profile: {server.resolved_profile()}", file=sys.stderr, flush=True)
+    scheme = "https" if tls else "http"
+    print(f"I2TT ready: gRPC{'+TLS' if tls else ''} {args.host}:{args.grpc_port}, "
+          f"{scheme.upper()} {args.host}:{args.http_port}, metrics {args.host}:{args.metrics_port}"
+          f"; models: {', '.join(server.expected_models())}; batching profile: "
+          f"{server.resolved_profile()}; API key: {'required' if api_key else 'off'}",
+          file=sys.stderr, flush=True)
     code = server.wait()
-    return 0 if stopping else code
+    if server.failure:
+        print(f"error: {server.failure}", file=sys.stderr)
+    return code
+
+
+def read_api_key(path: str | None) -> str | None:
+    """The API key from --api-key-file (first line), else $I2TT_API_KEY, else None."""
+    key = Path(path).read_text().strip() if path else os.environ.get(API_KEY_ENV, "").strip()
+    if path and not key:
+        raise ValueError(f"--api-key-file {path} is empty")
+    return key or None
+
+
+def tls_files(args) -> Tls | None:
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    files = [Path(p) for p in (args.tls_cert, args.tls_key, args.tls_client_ca) if p]
+    for path in files:
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+    resolved = [p.resolve() for p in files]
+    return Tls(*resolved)
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="i2tt-server", description=__doc__)
+    # "@FILE" reads arguments from FILE, one per line: the container runs
+    # `i2tt-server serve @/etc/i2tt/serve.args` (deploy/serve.args).
+    parser = argparse.ArgumentParser(prog="i2tt-server", description=__doc__,
+                                     fromfile_prefix_chars="@")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch-weights", help="download the public checkpoints")
@@ -109,7 +145,9 @@ def main(argv=None) -> int:
     serve.add_argument("--model-repository",
                        help=f"default: ${REPOSITORY_ENV}, else ./model_repository, else the "
                             "source checkout's")
-    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: loopback only; 0.0.0.0 for all "
+                            "interfaces, as in a container)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
@@ -122,6 +160,21 @@ def main(argv=None) -> int:
     serve.add_argument("--no-fetch", dest="fetch", action="store_false",
                        help="fail instead of downloading missing weights")
     serve.add_argument("--ready-timeout", type=float, default=600.0)
+    serve.add_argument("--exit-timeout", type=int, default=30, metavar="SECONDS",
+                       help="on SIGTERM/Ctrl-C, how long requests in flight may take to "
+                            "finish before the server stops anyway (default: 30)")
+    serve.add_argument("--api-key-file", metavar="PATH",
+                       help=f"require this key (the file's first line; else ${API_KEY_ENV}) in "
+                            f"the '{API_KEY_HEADER}' header of every call except health")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve gRPC and HTTPS with this certificate")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    serve.add_argument("--tls-client-ca", metavar="PEM",
+                       help="mutual TLS: accept only clients with a certificate this CA signed")
+    serve.add_argument("--log-format", choices=["default", "ISO8601"], default="default",
+                       help="tritonserver's log line format")
+    serve.add_argument("--grpc-max-connection-age", type=float, metavar="SECONDS",
+                       help="close gRPC connections after this age, so clients reconnect and "
+                            "a load balancer spreads them again (default: never)")
     serve.add_argument("--triton-arg", action="append", default=[],
                        help="extra tritonserver argument, e.g. --triton-arg=--log-verbose=1")
     serve.set_defaults(func=cmd_serve)

@@ -10,7 +10,9 @@ this interpreter's libpython and site-packages (see docs/architecture.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,14 +20,17 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .repository import cpu_batching, derive_repository
+from .repository import cpu_batching, derive_repository, read_configs
 from .weights.layout import WEIGHTS_ENV
+
+log = logging.getLogger("i2tt_server")
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "i2tt"
 
@@ -100,17 +105,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Requests carry the API key in this header (gRPC metadata or HTTP header).
+API_KEY_HEADER = "i2tt-api-key"
+API_KEY_ENV = "I2TT_API_KEY"
+# The launcher's own header for the APIs no client needs: loading and unloading models
+# (which could run any model.py), shared-memory registration, trace and log settings. Its
+# value is a random secret made at each start and known only to the launcher.
+CONTROL_HEADER = "i2tt-control"
+CONTROL_APIS = ("model-repository", "shared-memory", "trace", "logging")
+# With an API key every other API needs it too, except health: Kubernetes probes and load
+# balancers call /v2/health/* without credentials.
+KEYED_APIS = ("metadata", "inference", "model-config", "statistics")
+
+
+@dataclass
+class Tls:
+    """PEM files: the server's certificate and key, and for mutual TLS the CA that signs
+    the clients' certificates."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 class TritonServer:
-    """One tritonserver process: start, wait until every model is ready, stop."""
+    """One tritonserver process: start, wait until every model is ready, heal a model whose
+    process died (``watchdog``), drain and stop.
+
+    The server always runs in explicit model-control mode with every served model loaded
+    at start, so the launcher can unload and reload one model; the model-control API is
+    restricted to a header whose value only this object knows, so no client can use it.
+    """
 
     def __init__(self, model_repository: str | os.PathLike,
                  weights: str | os.PathLike | None = None, http_port: int = 8000,
-                 grpc_port: int = 8001, metrics_port: int = 8002, host: str = "0.0.0.0",
+                 grpc_port: int = 8001, metrics_port: int = 8002, host: str = "127.0.0.1",
                  models: list[str] | None = None, cache_size: int = 256 * 1024 * 1024,
                  log_file: str | os.PathLike | None = None, extra_args: list[str] | None = None,
-                 profile: str = "auto"):
+                 profile: str = "auto", exit_timeout: int = 30, api_key: str | None = None,
+                 tls: Tls | None = None, log_format: str = "default",
+                 grpc_max_connection_age: float | None = None, watch: bool = True):
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+        if api_key is not None and (not api_key or any(c in api_key for c in ",:= \n")):
+            raise ValueError("the API key must be non-empty without spaces, ',', ':' or '='")
         self.source_repository = Path(model_repository).resolve()
         self.model_repository = self.source_repository
         self.profile = profile
@@ -121,8 +159,25 @@ class TritonServer:
         self.cache_size = cache_size
         self.log_file = log_file
         self.extra_args = extra_args or []
+        self.exit_timeout = exit_timeout
+        self.api_key = api_key
+        self.tls = tls
+        self.log_format = log_format
+        self.grpc_max_connection_age = grpc_max_connection_age
+        self.watch = watch
         self.process: subprocess.Popen | None = None
+        self.failure: str | None = None  # why the launcher gave up on the server
+        self._control_secret = secrets.token_urlsafe(32)
+        self._control = threading.Lock()  # one of heal / drain at a time
+        self._stopping = threading.Event()
+        # set (e.g. by a signal handler) to make start() give up and wait() drain and stop
+        self.stop_requested = threading.Event()
         self._derived: str | None = None
+        self._watchdog = None
+        self._tls_proxy = None
+        # Triton has no HTTPS: with TLS its HTTP endpoint listens on loopback only and a
+        # TLS terminator in this process serves HTTPS on the public port.
+        self._triton_http_port = free_port() if tls else http_port
 
     @property
     def grpc_url(self) -> str:
@@ -130,20 +185,39 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        """Plain HTTP to the server itself (loopback; behind the TLS terminator with TLS)."""
+        return f"http://127.0.0.1:{self._triton_http_port}"
 
     def command(self, binary: ServerBinary) -> list[str]:
+        http_host = "127.0.0.1" if self.tls else self.host
         cmd = [str(binary.executable), f"--model-repository={self.model_repository}",
                f"--backend-directory={binary.backend_dir}",
-               f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
-               f"--metrics-port={self.metrics_port}", f"--http-address={self.host}",
-               f"--grpc-address={self.host}", "--strict-readiness=true"]
+               f"--http-port={self._triton_http_port}", f"--grpc-port={self.grpc_port}",
+               f"--metrics-port={self.metrics_port}", f"--http-address={http_host}",
+               f"--grpc-address={self.host}", f"--metrics-address={self.host}",
+               # ready only while every model is: a model being healed takes the pod out
+               "--strict-readiness=true", f"--exit-timeout-secs={self.exit_timeout}",
+               f"--log-format={self.log_format}", "--metrics-config=summary_latencies=true",
+               "--model-control-mode=explicit",
+               *[f"--load-model={m}" for m in self.expected_models()]]
+        secret = f"{CONTROL_HEADER}={self._control_secret}"
+        keyed = f"{API_KEY_HEADER}={self.api_key}"
+        for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+            cmd.append(f"{flag}={','.join(CONTROL_APIS)}:{secret}")
+            if self.api_key:
+                cmd.append(f"{flag}={','.join(KEYED_APIS)}:{keyed}")
+        if self.tls:
+            cmd += [f"--grpc-server-cert={self.tls.cert}", f"--grpc-server-key={self.tls.key}"]
+            cmd += ([f"--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.tls.client_ca}"]
+                    if self.tls.client_ca else ["--grpc-use-ssl=true"])
+        if self.grpc_max_connection_age:
+            # Clients reconnect (and a load balancer re-spreads them) after this age; calls
+            # in flight on the old connection finish first (grace unbounded).
+            cmd.append(f"--grpc-max-connection-age={int(self.grpc_max_connection_age * 1000)}")
         if binary.cache_dir and self.cache_size:
             # Identical requests (same image bytes) are answered from memory.
             cmd += [f"--cache-directory={binary.cache_dir}",
                     f"--cache-config=local,size={self.cache_size}"]
-        if self.models:
-            cmd += ["--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models]]
         return cmd + self.extra_args
 
     def resolved_profile(self) -> str:
@@ -162,9 +236,18 @@ class TritonServer:
                                         stdout=out, stderr=subprocess.STDOUT if out else None,
                                         start_new_session=True)
         try:
+            if self.tls:
+                from .tls_proxy import TlsProxy
+
+                self._tls_proxy = TlsProxy(self.host, self.http_port, self._triton_http_port,
+                                           self.tls).start()
             self.wait_ready(timeout)
+            if self.watch:
+                from .watchdog import Watchdog
+
+                self._watchdog = Watchdog(self).start()
         except BaseException:
-            self.stop()
+            self.stop(drain=False)
             raise
         return self
 
@@ -173,15 +256,17 @@ class TritonServer:
             return list(self.models)
         return sorted(p.parent.name for p in self.model_repository.glob("*/config.pbtxt"))
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, models: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        pending = self.expected_models()
+        pending = models or self.expected_models()
         while True:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with code {self.process.returncode} "
                                    f"before it was ready{self._log_hint()}")
-            pending = [m for m in pending if not self._ready(f"/v2/models/{m}/ready")]
-            if not pending and self._ready("/v2/health/ready"):
+            if self.stop_requested.is_set():
+                raise RuntimeError("stop requested before the server was ready")
+            pending = [m for m in pending if not self.ready(m)]
+            if not pending and self.ready():
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"models not ready after {timeout:.0f}s: {pending}{self._log_hint()}")
@@ -190,29 +275,138 @@ class TritonServer:
     def _log_hint(self) -> str:
         return f" (see {self.log_file})" if self.log_file else ""
 
-    def _ready(self, path: str) -> bool:
+    def ready(self, model: str | None = None) -> bool:
+        """The server's readiness (every model ready), or one model's."""
         try:
-            with urllib.request.urlopen(self.http_url + path, timeout=2) as response:
-                return response.status == 200
+            self._http("GET", f"/v2/models/{model}/ready" if model else "/v2/health/ready",
+                       timeout=2)
+            return True
         except (urllib.error.URLError, OSError):
             return False
 
-    def statistics(self, model: str) -> dict:
-        with urllib.request.urlopen(f"{self.http_url}/v2/models/{model}/stats", timeout=5) as r:
-            return json.load(r)["model_stats"][0]
+    def _http(self, method: str, path: str, control: bool = False, timeout: float = 5,
+              body: bytes | None = None):
+        """The parsed JSON answer of one call (None for an empty 200); raises on errors."""
+        headers = {CONTROL_HEADER: self._control_secret} if control else {}
+        if self.api_key:
+            headers[API_KEY_HEADER] = self.api_key
+        request = urllib.request.Request(self.http_url + path, data=body, headers=headers,
+                                         method=method)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+        return json.loads(data) if data else None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        try:
-            if not self.process or self.process.poll() is not None:
-                return self.process.returncode if self.process else None
-            self.process.send_signal(signal.SIGINT)  # tritonserver shuts down cleanly on SIGINT
+    def statistics(self, model: str) -> dict:
+        return self._http("GET", f"/v2/models/{model}/stats")["model_stats"][0]
+
+    def model_states(self) -> dict[str, str]:
+        """Each model's state in the repository index (READY, UNLOADING, UNAVAILABLE ...)."""
+        index = self._http("POST", "/v2/repository/index", control=True, body=b"{}")
+        return {entry["name"]: entry.get("state", "") for entry in index}
+
+    def load(self, model: str, timeout: float) -> None:
+        self._http("POST", f"/v2/repository/models/{model}/load", control=True, body=b"{}",
+                   timeout=timeout)
+
+    def unload(self, model: str) -> None:
+        self._http("POST", f"/v2/repository/models/{model}/unload", control=True, body=b"{}")
+
+    def wait_unloaded(self, models: list[str], deadline: float) -> list[str]:
+        """Wait until none of ``models`` is still serving or unloading; the ones still busy
+        at the deadline. An unload finishes when the model's requests in flight are done."""
+        busy = list(models)
+        while busy:
+            states = self.model_states()
+            busy = [m for m in busy if states.get(m) in ("READY", "UNLOADING", "LOADING")]
+            if not busy or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return busy
+
+    def heal(self, model: str, reason: str, load_timeout: float = 600.0) -> bool:
+        """Unload and reload ``model`` (its process died). Unloading first takes it, and
+        with strict readiness the server, out of readiness until it is back. False (and the
+        server stopped) if it does not come back."""
+        with self._control:
+            if self._stopping.is_set():
+                return True
+            log.error("i2tt: %s; %s is not ready while it reloads", reason, model)
+            started = time.monotonic()
             try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                return self.process.wait()
+                self.unload(model)
+                # Loading right away (Triton runs it after the unload) leaves no moment in
+                # which the server looks ready without the model.
+                self.load(model, load_timeout)
+                # Ensembles unloaded with the model come back with it; load any that did not.
+                for other in self.expected_models():
+                    if not self.ready(other):
+                        self.load(other, load_timeout)
+                self.wait_ready(60)
+            except Exception as exc:  # noqa: BLE001 - any failure means: give up the server
+                if self.stop_requested.is_set():
+                    return True  # a stop came meanwhile: that is no failure
+                self.failure = f"{model} did not come back after its process died: {exc}"
+                log.error("i2tt: %s; stopping the server", self.failure)
+                self._stop_now()
+                return False
+            log.error("i2tt: %s is ready again after %.1fs", model, time.monotonic() - started)
+            return True
+
+    def drain(self, timeout: float | None = None) -> list[str]:
+        """Stop taking requests and let the accepted ones finish: unload the ensembles
+        first (their requests in flight still reach their steps, which stay loaded), then
+        the other models, each unload finishing when its requests are done. Returns the
+        models still busy when ``timeout`` (default: the exit timeout) ran out."""
+        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
+        self._stopping.set()
+        with self._control:
+            if not self.process or self.process.poll() is not None:
+                return []
+            configs = read_configs(self.model_repository)
+            ensembles = [n for n, c in configs.items() if c.platform == "ensemble"]
+            busy = []
+            try:
+                for group in (ensembles, [n for n in configs if n not in ensembles]):
+                    loaded = [m for m, state in self.model_states().items()
+                              if m in group and state == "READY"]
+                    for model in loaded:
+                        self.unload(model)
+                    busy += self.wait_unloaded(loaded, deadline)
+            except (urllib.error.URLError, OSError) as exc:
+                log.error("i2tt: draining failed: %s", exc)
+            return busy
+
+    def stop(self, timeout: float | None = None, drain: bool = True) -> int | None:
+        """Drain (bounded by the exit timeout), then stop the process; its exit code."""
+        timeout = self.exit_timeout if timeout is None else timeout
+        try:
+            if drain and self.process and self.process.poll() is None:
+                busy = self.drain(timeout)
+                if busy:
+                    log.error("i2tt: requests still in flight on %s after %ss", busy, timeout)
+            self._stopping.set()
+            return self._stop_now(timeout)
         finally:
+            if self._watchdog:
+                self._watchdog.stop()
+            if self._tls_proxy:
+                self._tls_proxy.stop()
             self.remove_derived()
+
+    def _stop_now(self, timeout: float | None = None) -> int | None:
+        self._stopping.set()
+        if not self.process or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGINT)  # tritonserver shuts down cleanly on SIGINT
+        try:
+            return self.process.wait((self.exit_timeout if timeout is None else timeout) + 10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def remove_derived(self) -> None:
         if self._derived:
@@ -220,10 +414,22 @@ class TritonServer:
             self._derived = None
 
     def wait(self) -> int:
+        """Run until the server exits, or until ``stop_requested`` is set: then drain and
+        stop. The exit code: 0 after a requested stop, non-zero if the server failed."""
         assert self.process is not None
         try:
-            return self.process.wait()
+            while self.process.poll() is None:
+                if self.stop_requested.wait(0.2):
+                    self.stop()
+                    break
+            if self.failure:
+                return 1
+            return 0 if self.stop_requested.is_set() else self.process.returncode
         finally:
+            if self._watchdog:
+                self._watchdog.stop()
+            if self._tls_proxy:
+                self._tls_proxy.stop()
             self.remove_derived()
 
     def __enter__(self):

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .errors import InvalidInput
+from .metrics import ModelMetrics
 from .runners.base import Runner
 
 log = logging.getLogger("i2tt_server")
@@ -60,6 +62,7 @@ class TritonModel:
         self.runner = self.runner_class.from_parameters(
             params, instance_kind=args.get("model_instance_kind", ""),
             device_id=int(args.get("model_instance_device_id", 0) or 0))
+        self.metrics = ModelMetrics.create(pb_utils, self.name)
         self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
                                        thread_name_prefix="decode")
         log.info("%s ready on %s", self.name, self.runner.device)
@@ -73,6 +76,7 @@ class TritonModel:
             return self.answer(requests)
         except Exception as exc:  # never raise out of execute: Triton would fail them all
             log.error("%s: %s", self.name, traceback.format_exc())
+            self.metrics.failed(len(requests))
             return [self.error(f"internal error: {exc}", self.pb.TritonError.INTERNAL)
                     for _ in requests]
 
@@ -82,24 +86,32 @@ class TritonModel:
         # Tensors are read here, on the backend's thread; decoding (mostly image
         # decompression, which releases the GIL) runs in parallel across requests.
         tensors = [self.read(request) for request in requests]
+        started = time.perf_counter()
         parsed = list(self.pool.map(self.parse, tensors)) if len(requests) > 1 \
             else [self.parse(tensors[0])]
+        if "IMAGE" in self.runner_class.inputs:
+            self.metrics.decoded(time.perf_counter() - started)
         items, owners = [], []  # owners: (request index, item count), in order
         for index, result in enumerate(parsed):
             if isinstance(result, Exception):
                 responses[index] = self.error(str(result), pb.TritonError.INVALID_ARG)
+                self.metrics.rejected(str(result))
             else:
                 owners.append((index, len(result)))
                 items.extend(result)
         if not items:
             return responses
+        self.metrics.executed(len(items))
+        tokens_before = self.runner.generated_tokens
         try:
             results = self.runner.infer(items)
         except Exception as exc:
             log.error("%s: inference failed: %s", self.name, traceback.format_exc())
+            self.metrics.failed(len(owners))
             for index, _ in owners:
                 responses[index] = self.error(f"inference failed: {exc}", pb.TritonError.INTERNAL)
             return responses
+        self.metrics.generated(self.runner.generated_tokens - tokens_before)
         start = 0
         for index, count in owners:
             mine = results[start:start + count]
@@ -136,4 +148,5 @@ class TritonModel:
 
     def finalize(self):
         self.pool.shutdown(wait=False)
+        self.metrics.close()
         self.runner = None

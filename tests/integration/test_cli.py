@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,86 @@ def test_readme_commands(triton, seed_images, tmp_path):
     assert len((tmp_path / "photos.jsonl").read_text().splitlines()) == 3
     assert json.loads(sh("tags", "a dog running on a beach", "--format", "json").stdout)[0]["tags"] \
         is not None
+
+
+class Drip:
+    """A loopback HTTP server that answers every GET with an image's headers and then one
+    byte of it a second, for as long as the client stays (``dripping`` while it does)."""
+
+    def __init__(self, data: bytes):
+        import http.server
+        import threading
+
+        self.dripping = threading.Event()
+        drip = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                drip.dripping.set()
+                try:
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(1)
+                except OSError:
+                    pass  # the client gave up
+                finally:
+                    drip.dripping.clear()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/photo.jpg"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slow_drip_url_ends_at_its_deadline_and_other_rows_are_written(
+        triton, photos, seed_images, reference):
+    drip = Drip(seed_images["example1.jpg"])
+    command = [str(I2TT), "--server", triton.grpc_url, "caption",
+               str(photos / "a" / "example1.jpg"), drip.url, str(photos / "b" / "example2.png"),
+               "--url-timeout", "6", "--format", "jsonl"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(process.stdout.readline())
+        # The row before the stuck URL is out while that URL is still dripping.
+        assert drip.dripping.is_set(), "the first row waited for the slow URL"
+        assert first["caption"] == reference["blip_caption"]["example1.jpg"]["CAPTION"]
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        drip.close()
+    rows = [first] + [json.loads(line) for line in rest.splitlines()]
+    assert process.returncode == 1
+    assert [r["input"] for r in rows] == command[4:7]
+    assert "timed out" in rows[1]["error"] and "within 6s" in rows[1]["error"]
+    assert rows[2]["caption"] == reference["blip_caption"]["example2.png"]["CAPTION"]
+
+
+def test_symlink_loops_and_unreadable_entries_get_their_own_rows(server, seed_images,
+                                                                  tmp_path, reference, capsys):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "good.jpg").write_bytes(seed_images["example1.jpg"])
+    (tmp_path / "sub" / "up").symlink_to("..")        # a folder loop
+    (tmp_path / "self.png").symlink_to("self.png")    # a link to itself
+    (tmp_path / "gone.jpg").symlink_to("nowhere.jpg")  # a dangling link
+    os.mkfifo(tmp_path / "pipe.png")                   # would block a reader for ever
+    code, out, _ = run(capsys, "caption", str(tmp_path), "--format", "jsonl")
+    rows = {Path(r["input"]).relative_to(tmp_path).as_posix(): r
+            for r in map(json.loads, out.splitlines())}
+    assert code == 1
+    assert set(rows) == {"good.jpg", "gone.jpg", "pipe.png", "self.png", "sub/up"}
+    assert rows["good.jpg"]["caption"] == reference["blip_caption"]["example1.jpg"]["CAPTION"]
+    assert "symlink loop" in rows["sub/up"]["error"]
+    assert "symlink loop" in rows["self.png"]["error"]
+    assert "dangling symlink" in rows["gone.jpg"]["error"]
+    assert "not a regular file" in rows["pipe.png"]["error"]

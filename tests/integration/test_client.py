@@ -23,7 +23,7 @@ from i2tt_server.launcher import free_port
 import tritonclient.grpc as grpcclient
 from i2tt_client.inputs import image_bytes
 from testdata import configs
-from triton_calls import SLOW_SECONDS, TEXTS, direct_infer
+from triton_calls import SLOW_SECONDS, TEXTS, direct_infer, requests_seen
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,10 @@ def test_caption_list_keeps_input_order_and_is_batched(client, triton, seed_dir,
 
     # Images the response cache has not seen, so every request reaches the batcher.
     images = fresh_images(5)
+    requests_seen(triton, "blip_caption")  # earlier tests' counts land a moment late
     before = triton.statistics("blip_caption")
     results = client.caption(images)
+    requests_seen(triton, "blip_caption")  # statistics land a moment after the answers
     after = triton.statistics("blip_caption")
     with grpcclient.InferenceServerClient(triton.grpc_url) as direct:
         expected = [direct_infer(direct, "blip_caption", "IMAGE", image_bytes(i))["CAPTION"]

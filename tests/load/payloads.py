@@ -120,8 +120,6 @@ def make_captions(count: int = 60) -> list[bytes]:
             for _ in range(count)]
 
 
-
-
 class BadResponse(Exception):
     """The server answered, but not what the wire contract promises."""
 
@@ -146,16 +144,6 @@ def nonempty_text(result, name: str) -> str:
     if not text.strip():
         raise BadResponse(f"empty {name}")
     return text
-
-
-
-
-
-
-
-
-
-
 
 
 class Payloads:

@@ -101,3 +101,49 @@ def test_resume_reads_interrupted_files(tmp_path):
     lines.write_text(json.dumps(good) + "\n" + '{"input": "cut sh')
     assert read_rows(lines, "jsonl") == [good]
     assert restore({"input": "t", "tags": "a; b", "error": ""}, "tags", "csv") == good
+
+
+def test_api_key_travels_under_the_name_triton_checks_and_the_plain_name():
+    from i2tt_client import I2TTClient
+
+    with I2TTClient("127.0.0.1:1", api_key="k1", headers={"X-Trace": "t"}) as client:
+        assert client.settings.headers == {"x-trace": "t", "i2tt-api-key": "k1",
+                                           "triton-grpc-protocol-i2tt-api-key": "k1"}
+    for bad in ("", " k", "k\n"):
+        with pytest.raises(ValueError, match="api_key"):
+            I2TTClient("127.0.0.1:1", api_key=bad)
+
+
+def test_channel_options_keep_tritonclients_message_limits():
+    from i2tt_client.core import channel_options
+
+    assert channel_options(None, None) is None  # tritonclient's own defaults
+    options = dict(channel_options([("grpc.max_receive_message_length", 1024)], "round_robin"))
+    assert options["grpc.lb_policy_name"] == "round_robin"
+    assert options["grpc.max_receive_message_length"] == 1024, "the caller's value wins"
+    assert options["grpc.max_send_message_length"] == 2**31 - 1
+
+
+def test_restricted_protocol_refusals_are_authentication_errors():
+    from i2tt_client import AuthenticationError
+
+    error = from_triton(InferenceServerException(
+        "This protocol is restricted, expecting header 'triton-grpc-protocol-i2tt-api-key'",
+        status="StatusCode.UNAVAILABLE"))
+    assert isinstance(error, AuthenticationError) and not error.retryable
+
+
+def test_fetch_time_is_cut_to_what_is_left_of_the_call():
+    from i2tt_client.inputs import FetchLimits
+
+    limits = FetchLimits(timeout=10, max_bytes=5)
+    assert limits.within(None) is limits and limits.within(30) is limits
+    assert limits.within(2.5) == FetchLimits(timeout=2.5, max_bytes=5)
+
+
+def test_a_pipe_is_refused_without_being_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block for ever
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        image_bytes(tmp_path / "pipe.png", 0)

@@ -135,6 +135,7 @@ class Runner:
     # the kind of input benchmarks and load tests send it: "photo", "line" (an image of one
     # line of text) or "text"
     sample: ClassVar[str] = "photo"
+    generated_tokens = 0  # tokens generated so far (the i2tt_generated_tokens_total metric)
 
     @classmethod
     def default_folder(cls) -> str:
@@ -224,14 +225,34 @@ class Runner:
         import torch
 
         with torch.inference_mode():
-            return model.generate(max_new_tokens=self.settings.max_new_tokens,
-                                  num_beams=self.settings.num_beams, do_sample=False, **kwargs)
+            output = model.generate(max_new_tokens=self.settings.max_new_tokens,
+                                    num_beams=self.settings.num_beams, do_sample=False, **kwargs)
+        prompts = kwargs.get("input_ids")
+        if prompts is None or model.config.is_encoder_decoder:
+            prompts = output[:, :1]  # the start token that generate put first
+        self.generated_tokens += count_new_tokens(output.tolist(), prompts.tolist(),
+                                                  model.generation_config.pad_token_id)
+        return output
 
     def to_device(self, batch):
         """Move a processor's output to the device, floating tensors in the model dtype."""
         return {key: (value.to(self.device, self.dtype) if value.is_floating_point()
                       else value.to(self.device))
                 for key, value in batch.items()}
+
+
+def count_new_tokens(sequences: list[list[int]], prompts: list[list[int]],
+                     pad_token_id: int | None) -> int:
+    """Tokens that generate added: each output row less the prompt it starts with and its
+    padding. The shared prefix is measured rather than assumed, because BLIP drops its
+    prompt's trailing [SEP] from the output."""
+    total = 0
+    for row, prompt in zip(sequences, prompts):
+        start = 0
+        while start < min(len(row), len(prompt)) and row[start] == prompt[start]:
+            start += 1
+        total += sum(1 for token in row[start:] if token != pad_token_id)
+    return total
 
 
 def read_text(data: bytes | None, name: str, required: bool = True) -> str | None:
