@@ -362,7 +362,8 @@ def main(argv=None) -> int:
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    args.seed_threads = args.seed_threads or torch.get_num_threads()  # torch's default
+    default_threads = torch.get_num_threads()  # torch's own default, before any change
+    args.seed_threads = args.seed_threads or default_threads
     # in-process batched rows: as the served model processes (half the cores on a CPU)
     args.served_threads = args.torch_threads or (cpu_threads() if args.device == "cpu"
                                                  else torch.get_num_threads())
@@ -406,8 +407,8 @@ def main(argv=None) -> int:
         "concurrency levels": " ".join(map(str, args.concurrency)) + (
             f" (batching off: {' '.join(map(str, args.nobatch_concurrency))})"
             if args.nobatch_concurrency != args.concurrency else ""),
-        "torch threads": f"seed-style rows {args.seed_threads} (torch's default here"
-                         f"{'' if args.seed_threads == torch.get_num_threads() else ', overridden'}); "
+        "torch threads": f"seed-style rows {args.seed_threads} ("
+                         f"{'torch' + chr(39) + 's default here' if args.seed_threads == default_threads else '--seed-threads'}); "
                          f"in-process batched rows and each served model process "
                          f"{args.served_threads}" + ("" if args.torch_threads else " (the server's default)"),
         "served dtype": ", ".join(f"{s}: {served_dtype(s, settings, args.device)}" for s in steps)
