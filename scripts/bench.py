@@ -296,12 +296,14 @@ def max_batch_size(step: str, device: str) -> int:
 
 
 def served_rows(args, targets, settings, weights, payloads, offsets, batching: bool) -> list[Row]:
-    from i2tt_server.repository import batching_off, chain, derive_repository
+    from i2tt_server.repository import batching_off, chain, derive_repository, unbounded_queues
 
     variant = "on" if batching else "off"
     kind = "served" if batching else "served-nobatch"
     models = sorted({m for t in targets for m in (t, *inprocess.steps_of(t))})
-    edit = overrides(settings) if batching else chain(overrides(settings), batching_off)
+    # 64 closed-loop clients exceed the shipped queue limits on a CPU: measure capacity
+    edit = chain(overrides(settings), unbounded_queues) if batching \
+        else chain(overrides(settings), batching_off)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     repository = derive_repository(ROOT / "model_repository", args.work_dir / f"repository-{variant}",
                                    edit, models=models)

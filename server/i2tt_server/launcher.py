@@ -105,8 +105,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Requests carry the API key in this header (gRPC metadata or HTTP header).
+# Requests carry the API key in this HTTP header; over gRPC Triton expects restricted
+# protocols' headers prefixed, so gRPC calls send it as GRPC_API_KEY_HEADER metadata.
 API_KEY_HEADER = "i2tt-api-key"
+GRPC_API_KEY_HEADER = "triton-grpc-protocol-" + API_KEY_HEADER
 API_KEY_ENV = "I2TT_API_KEY"
 # The launcher's own header for the APIs no client needs: loading and unloading models
 # (which could run any model.py), shared-memory registration, trace and log settings. Its
@@ -116,6 +118,8 @@ CONTROL_APIS = ("model-repository", "shared-memory", "trace", "logging")
 # With an API key every other API needs it too, except health: Kubernetes probes and load
 # balancers call /v2/health/* without credentials.
 KEYED_APIS = ("metadata", "inference", "model-config", "statistics")
+# Seconds a stop may take beyond the exit timeout: tritonserver unloading what is left.
+STOP_MARGIN = 10
 
 
 @dataclass
@@ -359,7 +363,10 @@ class TritonServer:
         models still busy when ``timeout`` (default: the exit timeout) ran out."""
         deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
         self._stopping.set()
-        with self._control:
+        # a model being healed holds the lock while it loads: wait for it only so long
+        if not self._control.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return ["(a model still reloading)"]
+        try:
             if not self.process or self.process.poll() is not None:
                 return []
             configs = read_configs(self.model_repository)
@@ -375,17 +382,21 @@ class TritonServer:
             except (urllib.error.URLError, OSError) as exc:
                 log.error("i2tt: draining failed: %s", exc)
             return busy
+        finally:
+            self._control.release()
 
     def stop(self, timeout: float | None = None, drain: bool = True) -> int | None:
-        """Drain (bounded by the exit timeout), then stop the process; its exit code."""
+        """Drain, then stop the process; its exit code. The whole stop takes at most
+        ``timeout`` (default: the exit timeout) plus STOP_MARGIN seconds."""
         timeout = self.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         try:
             if drain and self.process and self.process.poll() is None:
                 busy = self.drain(timeout)
                 if busy:
                     log.error("i2tt: requests still in flight on %s after %ss", busy, timeout)
             self._stopping.set()
-            return self._stop_now(timeout)
+            return self._stop_now(max(0.0, deadline - time.monotonic()))
         finally:
             if self._watchdog:
                 self._watchdog.stop()
@@ -399,7 +410,8 @@ class TritonServer:
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGINT)  # tritonserver shuts down cleanly on SIGINT
         try:
-            return self.process.wait((self.exit_timeout if timeout is None else timeout) + 10)
+            return self.process.wait((self.exit_timeout if timeout is None else timeout)
+                                     + STOP_MARGIN)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()

@@ -136,21 +136,34 @@ CPU_QUEUE_DELAY_US = 50_000
 
 def cpu_batching(config: ModelConfig) -> None:
     """The CPU profile: each model's batch cap, preferring full batches, with at least the
-    CPU queue delay; an ensemble is capped at its smallest step's cap (it must not exceed them)."""
+    CPU queue delay, and queues that hold as many batches as the shipped config's; an
+    ensemble is capped at its smallest step's cap (it must not exceed them)."""
     if config.platform == "ensemble":
         cap = min(CPU_MAX_BATCH.get(s, CPU_DEFAULT_MAX_BATCH) for s in ensemble_steps(config))
     else:
         cap = CPU_MAX_BATCH.get(config.name, CPU_DEFAULT_MAX_BATCH)
-    config.max_batch_size = min(config.max_batch_size, cap)
+    shipped, config.max_batch_size = config.max_batch_size, min(config.max_batch_size, cap)
     if CPU_INSTANCES.get(config.name, 1) > 1 and (os.cpu_count() or 1) > 1:
         del config.instance_group[:]
         config.instance_group.add(count=CPU_INSTANCES[config.name],
                                   kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     if config.HasField("dynamic_batching"):
-        del config.dynamic_batching.preferred_batch_size[:]
-        config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
-        config.dynamic_batching.max_queue_delay_microseconds = max(
-            CPU_QUEUE_DELAY_US, config.dynamic_batching.max_queue_delay_microseconds)
+        batching = config.dynamic_batching
+        del batching.preferred_batch_size[:]
+        batching.preferred_batch_size.append(config.max_batch_size)
+        batching.max_queue_delay_microseconds = max(CPU_QUEUE_DELAY_US,
+                                                    batching.max_queue_delay_microseconds)
+        policy = batching.default_queue_policy
+        if policy.max_queue_size and shipped:
+            policy.max_queue_size = max(config.max_batch_size,
+                                        policy.max_queue_size * config.max_batch_size // shipped)
+
+
+def unbounded_queues(config: ModelConfig) -> None:
+    """No queue limit or timeout: for benchmarks that measure capacity with more clients
+    than the queues admit."""
+    if config.HasField("dynamic_batching"):
+        config.dynamic_batching.ClearField("default_queue_policy")
 
 
 def chain(*edits: Callable[[ModelConfig], None]) -> Callable[[ModelConfig], None]:

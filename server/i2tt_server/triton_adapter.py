@@ -1,10 +1,12 @@
 """The Triton Python-backend glue: a thin shell around a Runner (``TritonModel``).
 
-For each dynamic batch: decode every request's inputs (a bad one gets its own INVALID_ARG
-response and is left out), run ONE ``runner.infer`` over all good items (which groups them
-by prompt and makes one batched generate per group), then scatter one response per
-request, in order. It never raises out of ``execute`` and always returns one response per
-request.
+For each dynamic batch: answer requests whose caller has gone (cancelled) without work,
+decode every request's inputs (a bad one gets its own INVALID_ARG response and is left
+out), run ONE ``runner.infer`` over all good items (which groups them by prompt and makes
+one batched generate per group), then scatter one response per request, in order. If that
+inference raises, the batch is split in halves and each half retried, down to the single
+request that fails, so one poisonous request costs the others only some retries. It never
+raises out of ``execute`` and always returns one response per request.
 """
 
 from __future__ import annotations
@@ -83,43 +85,78 @@ class TritonModel:
     def answer(self, requests):
         pb = self.pb
         responses: list = [None] * len(requests)
+        live = []
+        for index, request in enumerate(requests):
+            if self.cancelled(request):
+                responses[index] = self.error("cancelled: the caller has gone",
+                                              getattr(pb.TritonError, "CANCELLED",
+                                                      pb.TritonError.UNAVAILABLE))
+            else:
+                live.append(index)
+        if not live:
+            return responses
         # Tensors are read here, on the backend's thread; decoding (mostly image
         # decompression, which releases the GIL) runs in parallel across requests.
-        tensors = [self.read(request) for request in requests]
+        tensors = [self.read(requests[i]) for i in live]
         started = time.perf_counter()
-        parsed = list(self.pool.map(self.parse, tensors)) if len(requests) > 1 \
+        parsed = list(self.pool.map(self.parse, tensors)) if len(tensors) > 1 \
             else [self.parse(tensors[0])]
         if "IMAGE" in self.runner_class.inputs:
             self.metrics.decoded(time.perf_counter() - started)
-        items, owners = [], []  # owners: (request index, item count), in order
-        for index, result in enumerate(parsed):
+        owners = []  # (request index, its items), in order
+        for index, result in zip(live, parsed):
             if isinstance(result, Exception):
                 responses[index] = self.error(str(result), pb.TritonError.INVALID_ARG)
                 self.metrics.rejected(str(result))
             else:
-                owners.append((index, len(result)))
-                items.extend(result)
-        if not items:
+                owners.append((index, result))
+        if not owners:
             return responses
-        self.metrics.executed(len(items))
+        self.metrics.executed(sum(len(items) for _, items in owners))
         tokens_before = self.runner.generated_tokens
-        try:
-            results = self.runner.infer(items)
-        except Exception as exc:
-            log.error("%s: inference failed: %s", self.name, traceback.format_exc())
-            self.metrics.failed(len(owners))
-            for index, _ in owners:
-                responses[index] = self.error(f"inference failed: {exc}", pb.TritonError.INTERNAL)
-            return responses
+        outcomes = self.infer_owners(owners)
         self.metrics.generated(self.runner.generated_tokens - tokens_before)
-        start = 0
-        for index, count in owners:
-            mine = results[start:start + count]
-            start += count
-            responses[index] = pb.InferenceResponse(output_tensors=[
-                pb.Tensor(name, output_array([r[name] for r in mine]))
-                for name in self.runner_class.outputs])
+        failed = 0
+        for index, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                failed += 1
+                responses[index] = self.error(f"inference failed: {outcome}",
+                                              pb.TritonError.INTERNAL)
+            else:
+                responses[index] = pb.InferenceResponse(output_tensors=[
+                    pb.Tensor(name, output_array([r[name] for r in outcome]))
+                    for name in self.runner_class.outputs])
+        if failed:
+            self.metrics.failed(failed)
         return responses
+
+    def infer_owners(self, owners: list[tuple[int, list]]) -> dict[int, list | Exception]:
+        """Each request's results, from one inference over all their items; if it raises,
+        split the requests in halves and retry each, so only the failing one gets the error."""
+        if not owners:
+            return {}
+        try:
+            results = self.runner.infer([item for _, items in owners for item in items])
+        except Exception as exc:
+            if len(owners) == 1:
+                log.error("%s: inference failed: %s", self.name, traceback.format_exc())
+                return {owners[0][0]: exc}
+            middle = len(owners) // 2
+            return {**self.infer_owners(owners[:middle]), **self.infer_owners(owners[middle:])}
+        outcome, start = {}, 0
+        for index, items in owners:
+            outcome[index] = results[start:start + len(items)]
+            start += len(items)
+        return outcome
+
+    @staticmethod
+    def cancelled(request) -> bool:
+        """Whether the caller gave up (deadline passed, call cancelled) while this request
+        waited in the queue; then nobody reads the answer, so no work is done for it."""
+        try:
+            return bool(request.is_cancelled())
+        except Exception:  # older Python backends cannot tell (no such method)
+            return False
 
     def read(self, request) -> dict[str, list[bytes] | None] | Exception:
         try:

@@ -14,7 +14,7 @@ from i2tt_server.runners import RUNNERS
 from i2tt_server.runners.base import auto_dtype
 from i2tt_server.runners.kosmos2 import entities_json
 from i2tt_server.text import clean_caption, clean_tags
-from triton_calls import CONFIGS, infer, infer_concurrently
+from triton_calls import CONFIGS, infer, infer_concurrently, requests_seen
 
 
 def variant(data: bytes, index: int, salt: int = 0) -> bytes:
@@ -102,8 +102,10 @@ def test_t5_tags_single_and_batched(grpc_client, triton, weights_dir):
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_concurrent_requests_are_batched(grpc_client, triton, seed_images, model):
     images = fresh_images(seed_images, 1)
+    requests_seen(triton, model)  # statistics are recorded a moment after answers
     before = triton.statistics(model)
     results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images])
+    requests_seen(triton, model)  # statistics are recorded a moment after the answers
     after = triton.statistics(model)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])

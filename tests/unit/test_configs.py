@@ -76,6 +76,23 @@ def test_python_models_batch_and_match_their_runner(name):
 
 
 @pytest.mark.parametrize("name", PYTHON_MODELS)
+def test_python_models_shed_load_and_honour_callers_deadlines(name):
+    policy = configs()[name].dynamic_batching.default_queue_policy
+    assert policy.timeout_action == 0  # REJECT: an expired request is answered, never run
+    assert policy.allow_timeout_override  # the caller's deadline, sent as its timeout
+    assert 0 < policy.default_timeout_microseconds <= 30_000_000
+    assert policy.max_queue_size >= 2 * configs()[name].max_batch_size
+
+
+def test_an_ensembles_later_steps_queue_at_least_as_many_batches_as_its_first():
+    for name in ENSEMBLES:
+        first, *later = (configs()[step] for step in ensemble_steps(configs()[name]))
+        for step in later:
+            batches = lambda c: c.dynamic_batching.default_queue_policy.max_queue_size / c.max_batch_size  # noqa: E731
+            assert batches(step) >= batches(first), (name, step.name)
+
+
+@pytest.mark.parametrize("name", PYTHON_MODELS)
 def test_settings_defaults_live_once(name):
     # A parameter in config.pbtxt that repeats its Settings default is a second copy that
     # would silently diverge: configs hold only what they change.
@@ -144,6 +161,13 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
             assert list(config.dynamic_batching.preferred_batch_size) == [config.max_batch_size]
             assert config.dynamic_batching.max_queue_delay_microseconds == max(
                 CPU_QUEUE_DELAY_US, original.dynamic_batching.max_queue_delay_microseconds)
+            # queues hold as many batches as the shipped ones (at least one batch)
+            queue, shipped_queue = (c.dynamic_batching.default_queue_policy.max_queue_size
+                                    for c in (config, original))
+            if shipped_queue:
+                assert queue == max(config.max_batch_size,
+                                    shipped_queue * config.max_batch_size // original.max_batch_size)
+            config.dynamic_batching.default_queue_policy.max_queue_size = shipped_queue
         instances = CPU_INSTANCES.get(config.name, 1) if (os.cpu_count() or 1) > 1 else 1
         assert sum(g.count for g in config.instance_group) == instances or (
             instances == 1 and not config.instance_group)
@@ -153,7 +177,7 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
             if one.HasField("dynamic_batching"):  # (one of the scheduling oneof: test first)
                 del one.dynamic_batching.preferred_batch_size[:]
                 one.dynamic_batching.max_queue_delay_microseconds = 0
-        assert config == original  # nothing but the batching values and instances changed
+        assert config == original  # nothing but the batching values, queues and instances changed
         assert (model_dir / "1").is_dir()
     # an ensemble never takes a batch larger than one of its steps would
     for name, config in shipped.items():

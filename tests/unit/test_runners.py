@@ -129,3 +129,29 @@ def test_auto_dtype_on_this_machine_loads_the_model_in_it(weights_dir):
     t5 = runner(T5Tagger, weights_dir)  # dtype auto
     assert str(t5.model.dtype) == f"torch.{auto_dtype('cpu', 'bfloat16')}"
     assert str(runner(T5Tagger, weights_dir, dtype="float32").model.dtype) == "torch.float32"
+
+
+@pytest.mark.parametrize("cls", [BlipCaptioner, Kosmos2Grounder])
+def test_prompts_longer_than_the_model_takes_are_refused_in_parse(cls, weights_dir, images):
+    model = runner(cls, weights_dir)
+    image = images[0]
+    words = 1
+    while model.count_tokens(" ".join(["dog"] * (words + 1))) <= model.max_prompt_tokens:
+        words += 1
+    longest = " ".join(["dog"] * words)
+    (item,) = model.parse({"IMAGE": [image], "PROMPT": [longest.encode()]})
+    assert model.infer([item])[0]["CAPTION"] is not None  # the longest allowed one runs
+    for prompt in (longest + " dog", "a photography of " * 3000):  # ~50,000 characters
+        with pytest.raises(InvalidInput, match=r"PROMPT is \d+ tokens long; .* at most"):
+            model.parse({"IMAGE": [image], "PROMPT": [prompt.encode()]})
+    if cls is BlipCaptioner:  # its limit: the text positions the caption leaves
+        config = model.model.config.text_config
+        assert model.max_prompt_tokens == config.max_position_embeddings - model.settings.max_new_tokens
+    else:
+        assert model.max_prompt_tokens <= model.settings.max_prompt_tokens
+
+
+def test_t5_cuts_huge_text_before_tokenising(weights_dir):
+    tagger = runner(T5Tagger, weights_dir)
+    (text,) = tagger.parse({"TEXT": [b"word " * 20_000]})
+    assert len(text) == tagger.settings.max_input_tokens * 32

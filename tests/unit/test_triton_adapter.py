@@ -18,7 +18,8 @@ def fake_pb_utils():
     pb = types.SimpleNamespace()
 
     class TritonError:
-        INVALID_ARG, INTERNAL, UNAVAILABLE = "INVALID_ARG", "INTERNAL", "UNAVAILABLE"
+        INVALID_ARG, INTERNAL, UNAVAILABLE, CANCELLED = \
+            "INVALID_ARG", "INTERNAL", "UNAVAILABLE", "CANCELLED"
 
         def __init__(self, message, code=INTERNAL):
             self.message, self.code = message, code
@@ -99,3 +100,73 @@ def test_a_failing_inference_never_raises_out_of_execute(model, monkeypatch):
     responses = model.execute([request(pb, TEXT=[TEXTS[0]]), request(pb, TEXT=[b""])])
     assert [r.error.code for r in responses] == [pb.TritonError.INTERNAL, pb.TritonError.INVALID_ARG]
     assert "device lost" in responses[0].error.message
+
+
+POISON = b"a text that breaks the model"
+
+
+def test_a_failing_request_is_bisected_out_and_the_others_answered(model, monkeypatch):
+    pb = model.pb
+    alone = [tags(model.execute([request(pb, TEXT=[t])])[0]) for t in TEXTS]
+    real_infer, calls = model.runner.infer, []
+
+    def infer(items):
+        calls.append(len(items))
+        if POISON.decode() in items:
+            raise IndexError("index out of range in self")
+        return real_infer(items)
+
+    monkeypatch.setattr(model.runner, "infer", infer)
+    texts = [TEXTS[0], TEXTS[1], POISON, TEXTS[2], TEXTS[0], TEXTS[1], TEXTS[2]]
+    responses = model.execute([request(pb, TEXT=[t]) for t in texts])
+    for text, response in zip(texts, responses):
+        if text == POISON:
+            assert response.error.code == pb.TritonError.INTERNAL
+            assert "index out of range" in response.error.message
+        else:
+            assert response.error is None
+            assert tags(response) == alone[TEXTS.index(text)]
+    assert calls[0] == len(texts)  # one batched call first: no cost when nothing fails
+    # halving down to the culprit: two calls per level (log2 of 7 requests, rounded up),
+    # not one call per request
+    assert len(calls) <= 1 + 2 * 3 and sum(calls) < len(texts) * 3
+
+
+def test_a_multi_item_request_fails_as_a_whole_and_alone(model, monkeypatch):
+    pb = model.pb
+    real_infer = model.runner.infer
+    monkeypatch.setattr(model.runner, "infer", lambda items: (
+        (_ for _ in ()).throw(RuntimeError("boom")) if POISON.decode() in items
+        else real_infer(items)))
+    responses = model.execute([request(pb, TEXT=[TEXTS[0], POISON]), request(pb, TEXT=[TEXTS[1]])])
+    assert responses[0].error.code == pb.TritonError.INTERNAL
+    assert responses[1].error is None and tags(responses[1])
+
+
+class CancellableRequest(dict):
+    def __init__(self, inputs, cancelled):
+        super().__init__(inputs)
+        self._cancelled = cancelled
+
+    def is_cancelled(self):
+        return self._cancelled
+
+
+def test_requests_whose_caller_left_get_no_work(model, monkeypatch):
+    pb = model.pb
+    real_infer, seen = model.runner.infer, []
+
+    def infer(items):
+        seen.extend(items)
+        return real_infer(items)
+
+    monkeypatch.setattr(model.runner, "infer", infer)
+    responses = model.execute([CancellableRequest(request(pb, TEXT=[TEXTS[0]]), True),
+                               CancellableRequest(request(pb, TEXT=[TEXTS[1]]), False)])
+    assert responses[0].error.code == pb.TritonError.CANCELLED
+    assert responses[1].error is None and tags(responses[1])
+    assert seen == [TEXTS[1].decode()]
+    # all cancelled: no inference at all
+    seen.clear()
+    responses = model.execute([CancellableRequest(request(pb, TEXT=[TEXTS[2]]), True)])
+    assert responses[0].error.code == pb.TritonError.CANCELLED and seen == []

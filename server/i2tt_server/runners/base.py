@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from typing import Any, ClassVar, Hashable, Sequence
 
 from PIL import Image
@@ -154,6 +155,7 @@ class Runner:
         import torch
 
         self.settings = settings
+        self._tokenizer_lock = threading.Lock()
         self.device = pick_device(settings.device, instance_kind, device_id)
         if settings.torch_threads or self.device.type == "cpu":
             torch.set_num_threads(settings.torch_threads or cpu_threads())
@@ -216,6 +218,24 @@ class Runner:
         return [self.parse_one({name: values[i] for name, values in tensors.items()
                                 if values is not None})
                 for i in range(len(first))]
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as the model reads it (special tokens included). Requests are
+        parsed in parallel threads, and a fast tokenizer must not be entered twice at once."""
+        with self._tokenizer_lock:
+            return len(self.tokenizer(text)["input_ids"])
+
+    def check_tokens(self, text: str, name: str, limit: int) -> str:
+        """``text`` if it is at most ``limit`` tokens, else InvalidInput: a longer one would
+        fail or slow down the whole batch it lands in."""
+        count = self.count_tokens(text)
+        if count > limit:
+            raise InvalidInput(f"{name} is {count} tokens long; {self.name} takes at most {limit}")
+        return text
 
     def image(self, data: bytes, name: str = "IMAGE") -> Image.Image:
         return decode_image(data, self.settings.max_image_bytes,

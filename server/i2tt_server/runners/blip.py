@@ -33,8 +33,18 @@ class BlipCaptioner(Runner):
     checkpoints = {"blip-large": "Salesforce/blip-image-captioning-large",
                    "blip-base": "Salesforce/blip-image-captioning-base"}
 
+    def load(self) -> None:
+        super().load()
+        # The prompt and the generated caption share the text decoder's positions: a prompt
+        # beyond what is left fails generate ("index out of range"), for its whole batch.
+        self.max_prompt_tokens = (self.model.config.text_config.max_position_embeddings
+                                  - self.settings.max_new_tokens)
+
     def parse_one(self, values):
-        return BlipItem(self.image(values["IMAGE"]), read_text(values.get("PROMPT"), "PROMPT", False))
+        prompt = read_text(values.get("PROMPT"), "PROMPT", False)
+        if prompt is not None:
+            self.check_tokens(prompt, "PROMPT", self.max_prompt_tokens)
+        return BlipItem(self.image(values["IMAGE"]), prompt)
 
     def warmup_items(self):
         return [BlipItem(gray_image(), None)]

@@ -17,6 +17,10 @@ DEFAULT_PROMPT = "<grounding>An image of"
 class Kosmos2Settings(Settings):
     weights: str = "kosmos-2"
     max_new_tokens: int = 64
+    # Kosmos-2's prompts are short ("<grounding>An image of", a phrase to ground); every
+    # prompt token costs time in each generate step of its whole batch, so longer ones are
+    # refused (and never beyond the positions the image and the caption leave).
+    max_prompt_tokens: int = 64
 
 
 class Kosmos2Item(NamedTuple):
@@ -41,9 +45,20 @@ class Kosmos2Grounder(Runner):
     processor_class = "Kosmos2Processor"
     checkpoints = {"kosmos-2": "microsoft/kosmos-2-patch14-224"}
 
+    def load(self) -> None:
+        super().load()
+        # The image's tokens, the prompt and the caption share the text positions.
+        processed = self.processor(text=[DEFAULT_PROMPT], images=[gray_image()])
+        image_and_markers = len(processed["input_ids"][0]) - self.count_tokens(DEFAULT_PROMPT)
+        left = (self.model.config.text_config.max_position_embeddings - image_and_markers
+                - self.settings.max_new_tokens)
+        self.max_prompt_tokens = min(self.settings.max_prompt_tokens, left)
+
     def parse_one(self, values):
-        prompt = read_text(values.get("PROMPT"), "PROMPT", False) or DEFAULT_PROMPT
-        return Kosmos2Item(self.image(values["IMAGE"]), prompt)
+        prompt = read_text(values.get("PROMPT"), "PROMPT", False)
+        if prompt is not None:
+            self.check_tokens(prompt, "PROMPT", self.max_prompt_tokens)
+        return Kosmos2Item(self.image(values["IMAGE"]), prompt or DEFAULT_PROMPT)
 
     def warmup_items(self):
         return [Kosmos2Item(gray_image(), DEFAULT_PROMPT)]

@@ -28,7 +28,11 @@ class T5Tagger(Runner):
     checkpoints = {"t5-tags": "fabiochiu/t5-base-tag-generation"}
 
     def parse_one(self, values):
-        return read_text(values["TEXT"], "TEXT")
+        # Truncated to max_input_tokens anyway; cut the characters first so a huge TEXT
+        # costs no more to tokenise than one that fills the limit. A sentencepiece piece
+        # spans at most 16 characters (the trainer's default), and runs of spaces collapse:
+        # 32 characters per token keep everything the truncation would.
+        return read_text(values["TEXT"], "TEXT")[:self.settings.max_input_tokens * 32]
 
     def warmup_items(self):
         return ["a photography of a wooden block on a table"]
