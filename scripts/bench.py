@@ -2,14 +2,19 @@
 """I2TT benchmark: in-process transformers against Triton serving, in one run.
 
 Rows, for caption_tags (BLIP caption -> T5 tags) and each selected single model:
-  1. seed-style baseline: transformers called directly, fp32, one image at a time;
-  2. in-process batched: the serving code (i2tt_server runners) without Triton, at several
-     batch sizes; the best is the ceiling of what the hardware does with no serving overhead;
-  3. Triton over gRPC with dynamic batching, at several client concurrencies;
-  4. the same with batching off (max_batch_size 1, derived repository).
+  1. seed-style baseline: transformers called directly, one image at a time, float32 with
+     torch's default thread count (as the seed notebook); again at the served dtype;
+  2. in-process batched: the serving code (i2tt_server runners) without Triton, at the
+     served dtype and threads, at batch sizes up to what the server batches; the best is
+     the ceiling of what one process does with no serving overhead;
+  3. Triton over gRPC with dynamic batching, at several client concurrencies (single
+     models: 1 and --ratio-level);
+  4. caption_tags with batching off (max_batch_size 1, derived repository);
+  5. the BLIP vision encoder's achieved GFLOP/s against a matmul peak, same dtype and run.
 Every request carries distinct image bytes and the server's response cache is off.
 Generation settings are the served ones on both sides; with full-size random weights the
-generated length is pinned, so every row generates the same number of tokens.
+generated length is pinned, so every row generates the same number of tokens. On a CPU
+the server runs the CPU batching profile (what `i2tt-server serve` does without a GPU).
 
 Writes a markdown report, a plot and the raw rows as JSON; prints the table, the ratios
 and whether each target is met. `make bench BENCH_ARGS="--quick"` for a short run.
@@ -29,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import inprocess, report, served  # noqa: E402
+from benchlib.inprocess import pinned_new_tokens  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
 from benchlib.stats import Row  # noqa: E402
 
@@ -38,7 +44,10 @@ from benchlib.stats import Row  # noqa: E402
 PAGE_MODELS = ("ocr_page",)
 MODELS = tuple(sorted(p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")
                       if p.parent.name not in PAGE_MODELS))
-DEFAULT_TARGETS = ("caption_tags",)
+DEFAULT_TARGETS = ("caption_tags", "blip_caption", "t5_tags", "trocr_ocr", "kosmos2_caption")
+# Targets measured at every concurrency level and with batching off; the single models get
+# the short set of rows (--single-concurrency, --single-requests).
+ENSEMBLE_TARGETS = ("caption_tags",)
 DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights"
 
 
@@ -58,6 +67,17 @@ def parse_args(argv=None):
     parser.add_argument("--requests", type=int,
                         help="requests per served level, at least the concurrency (default 6)")
     parser.add_argument("--seed-requests", type=int, help="seed-style requests (default 4)")
+    parser.add_argument("--single-concurrency", type=int, nargs="+",
+                        help="served levels for single-model targets (default: 1 and --ratio-level)")
+    parser.add_argument("--single-requests", type=int, default=3,
+                        help="seed-style requests and served c=1 requests for single-model "
+                             "targets (default 3; full-size Kosmos-2 is slow on a CPU)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                        default="auto", help="served dtype (default auto: bfloat16 on CPUs with "
+                        "native bfloat16, half precision on GPUs, else float32)")
+    parser.add_argument("--seed-threads", type=int,
+                        help="torch threads of the seed-style rows (default: torch's own default, "
+                             "as the seed notebook runs)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="in-process (default 4 8 16)")
     parser.add_argument("--batches", type=int, default=1, help="batches per in-process size")
     parser.add_argument("--torch-threads", type=int,
@@ -86,6 +106,7 @@ def parse_args(argv=None):
     args.seed_requests = args.seed_requests or (3 if quick else 4)
     args.batch_sizes = args.batch_sizes or ([4, 8] if quick else [4, 8, 16])
     args.nobatch_concurrency = args.nobatch_concurrency or [c for c in args.concurrency if c <= 16]
+    args.single_concurrency = args.single_concurrency or [1, args.ratio_level]
     return args
 
 
@@ -120,18 +141,10 @@ def served_settings(args, steps: list[str], weights: Path) -> dict[str, dict[str
             params["device"] = "cpu"
         if args.torch_threads:
             params["torch_threads"] = str(args.torch_threads)
+        if args.dtype != "auto":
+            params["dtype"] = args.dtype
         settings[step] = params
     return settings
-
-
-def pinned_new_tokens(folder: Path) -> int | None:
-    """max_new_tokens when the weights pin their length (min == max in generation_config)."""
-    path = folder / "generation_config.json"
-    if not path.is_file():
-        return None
-    config = json.loads(path.read_text())
-    low, high = config.get("min_new_tokens"), config.get("max_new_tokens")
-    return high if low is not None and low == high else None
 
 
 def overrides(settings: dict[str, dict[str, str]]):
@@ -179,6 +192,16 @@ class Offsets:
         return start
 
 
+def served_dtype(step: str, settings, device: str) -> str:
+    """The dtype a served step runs in: its setting, where ``auto`` is resolved as the
+    runner resolves it (bfloat16 on CPUs with native bfloat16, half precision on GPUs)."""
+    from i2tt_server.runners import RUNNERS
+    from i2tt_server.runners.base import auto_dtype
+
+    requested = settings[step].get("dtype", "auto")
+    return requested if requested != "auto" else auto_dtype(device, RUNNERS[step].gpu_dtype)
+
+
 def inprocess_rows(args, target, settings, weights, payloads, offsets) -> list[Row]:
     import torch
     from i2tt_server.runners import RUNNERS
@@ -186,41 +209,78 @@ def inprocess_rows(args, target, settings, weights, payloads, offsets) -> list[R
     kind, input_name = inprocess.input_of(target)
     payload = lambda i: payloads.get(kind, i)  # noqa: E731
     steps = inprocess.steps_of(target)
+    single = len(steps) == 1 and target not in ENSEMBLE_TARGETS
     device = "cuda" if args.device == "cuda" else "cpu"
     rows = []
-    dtypes = [("fp32", torch.float32)]
-    if device == "cuda":
-        dtypes.append(("served dtypes", None))
-    for dtype_name, dtype in dtypes:
-        def factory(step, dtype=dtype):
-            runner_class = RUNNERS[step]
-            chosen = dtype or getattr(torch, runner_class.gpu_dtype)
-            return inprocess.SeedStyle(step, weights / settings[step]["weights"],
-                                       settings[step], device, chosen)
-        models = inprocess.load_steps(target, factory)
-        log(f"{target}: seed-style, {dtype_name}, {args.seed_requests} requests")
-        row = inprocess.run_seed_style(target, models, payload, args.seed_requests,
-                                       f"seed-style in-process, {dtype_name}, one at a time",
-                                       offsets.take(args.seed_requests))
-        if dtype is None:
-            row.kind = "seed-dtype"
+    # The seed notebook's way: float32 and torch's own thread count; then the same at the
+    # served dtype, so the report separates what the dtype gives from what serving gives.
+    served_dtypes = {step: served_dtype(step, settings, device) for step in steps}
+    variants = [("seed", {step: "float32" for step in steps})]
+    if set(served_dtypes.values()) != {"float32"}:
+        variants.append(("seed-dtype", served_dtypes))
+    torch.set_num_threads(args.seed_threads)
+    n = min(args.seed_requests, args.single_requests) if single else args.seed_requests
+    for row_kind, dtypes in variants:
+        names = "/".join(dict.fromkeys(dtypes.values()))
+        label = (f"seed-style in-process, {names}{' (served dtype)' if row_kind != 'seed' else ''}, "
+                 f"{args.seed_threads} thread(s), one at a time")
+        models = inprocess.load_steps(target, lambda step: inprocess.SeedStyle(
+            step, weights / settings[step]["weights"], settings[step], device,
+            getattr(torch, dtypes[step])))
+        log(f"{target}: {label}, {n} requests")
+        row = inprocess.run_seed_style(target, models, payload, n, label, offsets.take(n))
+        row.kind = row_kind
+        row.extra["threads"] = args.seed_threads
         rows.append(row)
         print_row(row)
         inprocess.release(models)
         del models
+    torch.set_num_threads(args.served_threads)
 
     runners = [inprocess.TimedRunner(RUNNERS[step].from_parameters(
         {**settings[step], "weights_root": str(weights), "warmup": "false",
          **({"device": device} if args.device != "auto" else {})})) for step in steps]
-    limit = min(max_batch_size(step) for step in steps)
-    for number, size in enumerate(b for b in args.batch_sizes if b <= limit):
+    limit = min(max_batch_size(step, args.device) for step in steps)
+    sizes = [b for b in args.batch_sizes if b <= limit] or [limit]
+    if single:
+        sizes = sizes[-1:]  # one size for the single-model rows: the largest served
+    for number, size in enumerate(sizes):
         log(f"{target}: in-process batched, b={size}, {args.batches} batch(es)")
         row = inprocess.run_batched(target, runners, payload, input_name, size, args.batches,
                                     offsets.take(size * args.batches), warmup=number == 0)
+        row.label += f", {names_of(runners)}, {args.served_threads} thread(s)"
         rows.append(row)
         print_row(row)
+    if "blip_caption" in steps and not ROOFLINE:
+        blip = next(t.runner for t in runners if t.runner.name == "blip_caption")
+        ROOFLINE.update(roofline_row(blip, payloads, sizes[-1], args.served_threads))
     inprocess.release(runners)
     return rows
+
+
+def names_of(runners) -> str:
+    return "/".join(dict.fromkeys(str(t.runner.dtype).replace("torch.", "") for t in runners))
+
+
+ROOFLINE: dict = {}
+
+
+def roofline_row(blip, payloads, batch: int, threads: int) -> dict:
+    """The BLIP vision encoder's achieved GFLOP/s against a matmul peak, same dtype and
+    threads, measured here and now."""
+    from benchlib import roofline
+
+    images = [blip.image(payloads.photo(90_000 + i)) for i in range(batch)]
+    pixels = blip.to_device(blip.processor(images=images, return_tensors="pt"))["pixel_values"]
+    log(f"roofline: BLIP vision encoder at b={batch}, {blip.dtype}, and a matmul peak")
+    per_image, seconds, achieved = roofline.vision_encoder_gflops(blip.model, pixels)
+    peak = roofline.matmul_peak_gflops(blip.dtype, blip.device)
+    result = {"dtype": str(blip.dtype).replace("torch.", ""), "threads": threads,
+              "batch": batch, "gflop_per_image": round(per_image, 1),
+              "seconds_per_batch": round(seconds, 3), "achieved_gflops": round(achieved, 1),
+              "matmul_peak_gflops": round(peak, 1), "fraction_of_peak": round(achieved / peak, 3)}
+    print(f"    roofline: {result}", flush=True)
+    return result
 
 
 # Models whose config enables the response cache (the single Python models cannot:
@@ -229,10 +289,14 @@ CACHED_TARGETS = ("caption_tags",)
 CACHE_BYTES = 256 * 1024 * 1024
 
 
-def max_batch_size(step: str) -> int:
-    from i2tt_server.repository import read_config
+def max_batch_size(step: str, device: str) -> int:
+    """The largest batch the server would run for ``step`` (the CPU profile's on a CPU)."""
+    from i2tt_server.repository import cpu_batching, read_config
 
-    return read_config(ROOT / "model_repository" / step).max_batch_size
+    config = read_config(ROOT / "model_repository" / step)
+    if device != "cuda":
+        cpu_batching(config)
+    return config.max_batch_size
 
 
 def served_rows(args, targets, settings, weights, payloads, offsets, batching: bool) -> list[Row]:
@@ -261,8 +325,10 @@ def served_rows(args, targets, settings, weights, payloads, offsets, batching: b
             steps = inprocess.steps_of(target)
             served.drive(server.grpc_url, target, input_name, payload, 1, 1,
                          offsets.take(1))  # warm-up
-            for level in (args.concurrency if batching else args.nobatch_concurrency):
-                n = max(args.requests, level)
+            single = target not in ENSEMBLE_TARGETS
+            levels = args.concurrency if batching else args.nobatch_concurrency
+            for level in (args.single_concurrency if single else levels):
+                n = max(args.single_requests if single else args.requests, level)
                 log(f"{target}: Triton batching {variant}, c={level}, {n} requests")
                 row = served.served_row(server, target, steps, input_name, payload, n, level,
                                         kind, f"Triton gRPC, batching {variant}, c={level}",
@@ -302,10 +368,12 @@ def main(argv=None) -> int:
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    elif args.device == "cpu":
-        torch.set_num_threads(cpu_threads())  # as the served model processes
+    default_threads = torch.get_num_threads()  # torch's own default, before any change
+    args.seed_threads = args.seed_threads or default_threads
+    # in-process batched rows: as the served model processes (half the cores on a CPU)
+    args.served_threads = args.torch_threads or (cpu_threads() if args.device == "cpu"
+                                                 else torch.get_num_threads())
+    torch.set_num_threads(args.served_threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no GPU")
     args.blip = args.blip or ("large" if args.device == "cuda" else "base")
@@ -326,8 +394,9 @@ def main(argv=None) -> int:
         rows += inprocess_rows(args, target, settings, weights, payloads, offsets)
     if not args.in_process_only:
         rows += served_rows(args, targets, settings, weights, payloads, offsets, batching=True)
-    if not (args.no_batching_off or args.in_process_only):
-        rows += served_rows(args, targets, settings, weights, payloads, offsets, batching=False)
+    off_targets = [t for t in targets if t in ENSEMBLE_TARGETS]
+    if off_targets and not (args.no_batching_off or args.in_process_only):
+        rows += served_rows(args, off_targets, settings, weights, payloads, offsets, batching=False)
     elapsed = (dt.datetime.now() - started).total_seconds()
     load_after = os.getloadavg()
 
@@ -344,9 +413,19 @@ def main(argv=None) -> int:
         "concurrency levels": " ".join(map(str, args.concurrency)) + (
             f" (batching off: {' '.join(map(str, args.nobatch_concurrency))})"
             if args.nobatch_concurrency != args.concurrency else ""),
-        "torch threads per process": args.torch_threads or
-        f"server default ({torch.get_num_threads()} here), in-process too",
-        "requests per served level": f"max({args.requests}, concurrency)",
+        "torch threads": f"seed-style rows {args.seed_threads} ("
+                         f"{'torch' + chr(39) + 's default here' if args.seed_threads == default_threads else '--seed-threads'}); "
+                         f"in-process batched rows and each served model process "
+                         f"{args.served_threads}" + ("" if args.torch_threads else " (the server's default)"),
+        "served dtype": ", ".join(f"{s}: {served_dtype(s, settings, args.device)}" for s in steps)
+                        + ("" if args.dtype == "auto" else " (--dtype)"),
+        "served batching": ("the shipped configs" if args.device == "cuda" else
+                            "the CPU profile (max batch: " + ", ".join(
+                                f"{s} {max_batch_size(s, args.device)}" for s in steps) + ")"),
+        "requests per served level": f"max({args.requests}, concurrency); single models: "
+                                      f"levels {' '.join(map(str, args.single_concurrency))}, "
+                                      f"max({args.single_requests}, concurrency), "
+                                      f"{min(args.seed_requests, args.single_requests)} seed-style",
         "seed-style requests": args.seed_requests,
         "in-process batch sizes": f"{' '.join(map(str, args.batch_sizes))} "
                                   f"({args.batches} batch(es) each; one warm-up batch before the first size)",
@@ -379,12 +458,14 @@ def main(argv=None) -> int:
     plot_path = args.report.with_suffix(".png")
     report.plot(rows, targets, plot_path)
     args.report.write_text(report.markdown(rows, targets, info, run_settings, plot_path.name,
-                                           args.note))
+                                           args.note, ROOFLINE))
     args.report.with_suffix(".json").write_text(json.dumps(
-        {"machine": info, "settings": run_settings, "rows": [r.as_dict() for r in rows]},
+        {"machine": info, "settings": run_settings, "roofline": ROOFLINE,
+         "rows": [r.as_dict() for r in rows]},
         indent=1))
     print(f"report: {args.report}  plot: {plot_path}  raw: {args.report.with_suffix('.json')}")
-    print("caption_tags targets: " + ("all met" if ok else "not all met"))
+    if "caption_tags" in targets:
+        print("caption_tags targets: " + ("all met" if ok else "not all met"))
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from i2tt_server.launcher import TritonServer, free_port
-from i2tt_server.repository import derive_repository, set_queue_delay
+from i2tt_server.repository import chain, derive_repository, set_queue_delay
 from testdata import REPOSITORY, ROOT, SEED_NAMES, configs, seed_bytes
 
 # Requests sent together must reliably land in one dynamic batch (tests read the statistics).
@@ -59,18 +59,46 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=f"ocr_page: {reason}"))
 
 
-@pytest.fixture(scope="session")
-def triton(weights_dir, tmp_path_factory) -> TritonServer:
-    """The running server: ``.grpc_url`` ("127.0.0.1:PORT"), ``.http_url``, ``.statistics()``."""
-    tmp = tmp_path_factory.mktemp("triton")
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# The integration suite runs once per device: on the CPU everywhere, and again with every
+# model's device=cuda where torch sees a GPU (`-m gpu` selects that run alone).
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not _cuda(), reason="no CUDA GPU visible to torch: "
+                                        "the device=cuda run of the integration suite needs one")])]
+
+
+def set_device(device: str):
+    """Every model that runs a neural network of its own on ``device`` (ocr_page has none:
+    Tesseract runs on the CPU and trocr_ocr reads its lines)."""
+    from i2tt_server.runners import RUNNERS
+
+    def edit(config) -> None:
+        if config.name in RUNNERS and RUNNERS[config.name].checkpoints:
+            config.parameters["device"].string_value = device
+    return edit
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def triton(request, weights_dir, tmp_path_factory) -> TritonServer:
+    """The running server: ``.grpc_url`` ("127.0.0.1:PORT"), ``.http_url``, ``.statistics()``,
+    ``.device`` (where its models run: "cpu" or "cuda")."""
+    device = request.param
+    tmp = tmp_path_factory.mktemp(f"triton-{device}")
     served = None
     if page_tools_missing():
         served = [name for name in configs() if name != "ocr_page"]
     repository = derive_repository(REPOSITORY, tmp / "model_repository",
-                                   set_queue_delay(QUEUE_DELAY_US), models=served)
+                                   chain(set_queue_delay(QUEUE_DELAY_US), set_device(device)),
+                                   models=served)
     server = TritonServer(repository, weights=weights_dir, http_port=free_port(),
                           grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",
                           log_file=tmp / "tritonserver.log")
+    server.device = device
     server.start(timeout=300)
     yield server
     server.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,16 @@ from typing import Callable
 from .stats import Row
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+
+def pinned_new_tokens(folder: Path) -> int | None:
+    """max_new_tokens when the weights pin their length (min == max in generation_config)."""
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    low, high = config.get("min_new_tokens"), config.get("max_new_tokens")
+    return high if low is not None and low == high else None
+
 
 def steps_of(model: str) -> list[str]:
     """The Python models a served model runs, in order (an ensemble runs several)."""

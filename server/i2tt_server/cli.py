@@ -156,8 +156,8 @@ def main(argv=None) -> int:
     serve.add_argument("--cache-size", type=int, default=256 * 1024 * 1024,
                        help="response cache bytes (0: off)")
     serve.add_argument("--batching", choices=["auto", "gpu", "cpu"], default="auto",
-                       help="batch sizes: the repository's as shipped (gpu), or capped small "
-                            "for CPUs (cpu); auto: cpu when no GPU is visible")
+                       help="batch sizes: the repository's as shipped (gpu), or the CPU profile "
+                            "(per-model caps from a batch-size sweep; cpu); auto: cpu when no GPU is visible")
     serve.add_argument("--no-fetch", dest="fetch", action="store_false",
                        help="fail instead of downloading missing weights")
     serve.add_argument("--ready-timeout", type=float, default=600.0)

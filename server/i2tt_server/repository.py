@@ -163,26 +163,43 @@ def batching_off(config: ModelConfig) -> None:
     config.ClearField("dynamic_batching")
 
 
-# On a CPU every item of a batch costs nearly as much as running it alone, and large
-# batches stall the ensemble's pipeline (blip_caption and t5_tags run side by side): small
-# batches measured best there (docs/benchmarks/FINDINGS.md). GPUs keep the shipped sizes.
-CPU_MAX_BATCH = 4
+# CPU batching profile: the largest batch per model, chosen from the batch-size sweep
+# (scripts/sweep.py, docs/benchmarks/SWEEP.md: seconds per item at batch 1..16, bfloat16,
+# one thread per model process). A batch is worth taking while it still lowers the cost
+# per item; past that it only adds latency. GPUs keep the shipped configs.
+CPU_MAX_BATCH = {"blip_caption": 4, "t5_tags": 16, "trocr_ocr": 16, "kosmos2_caption": 4}
+CPU_DEFAULT_MAX_BATCH = 4  # a model not swept
+# Model processes per model on a CPU (one torch thread each): a second blip_caption runs
+# in the time t5_tags, faster per item at its batch size, leaves its core idle.
+CPU_INSTANCES = {"blip_caption": 2}
+# One item takes seconds on a CPU, so waiting 50 ms for company costs a lone request under
+# 2 % of its latency per step, and lets requests that arrive together share a batch.
+CPU_QUEUE_DELAY_US = 50_000
 
 
 def cpu_batching(config: ModelConfig) -> None:
-    """Cap batches at CPU_MAX_BATCH (ensembles too, which must not exceed their steps), and
-    queues with them: a queue holds as many batches as the shipped config's."""
-    if config.max_batch_size > CPU_MAX_BATCH:
-        shipped, config.max_batch_size = config.max_batch_size, CPU_MAX_BATCH
-        if config.HasField("dynamic_batching"):
-            batching = config.dynamic_batching
-            sizes = [s for s in batching.preferred_batch_size if s <= CPU_MAX_BATCH]
-            del batching.preferred_batch_size[:]
-            batching.preferred_batch_size.extend(sizes)
-            policy = batching.default_queue_policy
-            if policy.max_queue_size:
-                policy.max_queue_size = max(CPU_MAX_BATCH,
-                                            policy.max_queue_size * CPU_MAX_BATCH // shipped)
+    """The CPU profile: each model's batch cap, preferring full batches, with at least the
+    CPU queue delay, and queues that hold as many batches as the shipped config's; an
+    ensemble is capped at its smallest step's cap (it must not exceed them)."""
+    if config.platform == "ensemble":
+        cap = min(CPU_MAX_BATCH.get(s, CPU_DEFAULT_MAX_BATCH) for s in ensemble_steps(config))
+    else:
+        cap = CPU_MAX_BATCH.get(config.name, CPU_DEFAULT_MAX_BATCH)
+    shipped, config.max_batch_size = config.max_batch_size, min(config.max_batch_size, cap)
+    if CPU_INSTANCES.get(config.name, 1) > 1 and (os.cpu_count() or 1) > 1:
+        del config.instance_group[:]
+        config.instance_group.add(count=CPU_INSTANCES[config.name],
+                                  kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    if config.HasField("dynamic_batching"):
+        batching = config.dynamic_batching
+        del batching.preferred_batch_size[:]
+        batching.preferred_batch_size.append(config.max_batch_size)
+        batching.max_queue_delay_microseconds = max(CPU_QUEUE_DELAY_US,
+                                                    batching.max_queue_delay_microseconds)
+        policy = batching.default_queue_policy
+        if policy.max_queue_size and shipped:
+            policy.max_queue_size = max(config.max_batch_size,
+                                        policy.max_queue_size * config.max_batch_size // shipped)
 
 
 def unbounded_queues(config: ModelConfig) -> None:

@@ -11,6 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 import reference
 from i2tt_server.runners import RUNNERS
+from i2tt_server.runners.base import auto_dtype
 from i2tt_server.runners.kosmos2 import entities_json
 from i2tt_server.text import clean_caption, clean_tags
 from triton_calls import CONFIGS, infer, infer_concurrently, settled_statistics
@@ -34,18 +35,22 @@ def images(seed_images):
     return fresh_images(seed_images, 0)
 
 
-def expected(model, weights_dir, image=None, prompt=None, text=None) -> dict:
-    """What the plain transformers reference answers, cleaned as the served model cleans."""
+def expected(model, weights_dir, device, image=None, prompt=None, text=None) -> dict:
+    """What the plain transformers reference answers on ``device`` at the dtype the served
+    model picks there (``dtype: auto``: bfloat16 on CPUs with native bfloat16, float32 on
+    other CPUs, half precision on GPUs), cleaned as the served model cleans."""
     folder = weights_dir / RUNNERS[model].default_folder()
+    on = {"dtype": auto_dtype(device, RUNNERS[model].gpu_dtype), "device": device}
     if model == "blip_caption":
-        return {"CAPTION": clean_caption(reference.blip_caption(folder, image, prompt))}
+        return {"CAPTION": clean_caption(reference.blip_caption(folder, image, prompt, **on))}
     if model == "kosmos2_caption":
-        caption, entities = reference.kosmos2_caption(folder, image, prompt or "<grounding>An image of")
+        caption, entities = reference.kosmos2_caption(folder, image, prompt or "<grounding>An image of",
+                                                      **on)
         return {"CAPTION": caption, "ENTITIES": entities_json(entities)}
     if model == "trocr_ocr":
-        return {"TEXT": reference.trocr_text(folder, image)}
+        return {"TEXT": reference.trocr_text(folder, image, **on)}
     if model == "t5_tags":
-        return {"TAGS": clean_tags(reference.t5_raw_tags(folder, text))}
+        return {"TAGS": clean_tags(reference.t5_raw_tags(folder, text, **on))}
     raise ValueError(model)
 
 
@@ -57,37 +62,39 @@ REFERENCE_MODELS = ["blip_caption", "kosmos2_caption", "trocr_ocr"]
 
 
 @pytest.mark.parametrize("model", REFERENCE_MODELS)
-def test_seed_images_single_and_batched_equal_reference(grpc_client, weights_dir, seed_images, model):
+def test_seed_images_single_and_batched_equal_reference(grpc_client, triton, weights_dir, seed_images,
+                                                        model):
     names = sorted(seed_images)
     data = [seed_images[n] for n in names]
     single = [infer(grpc_client, model, IMAGE=[d])[0] for d in data]
     batched = infer(grpc_client, model, IMAGE=data)  # one request holding three images
-    want = [expected(model, weights_dir, image=d) for d in data]
+    want = [expected(model, weights_dir, triton.device, image=d) for d in data]
     assert single == want
     assert batched == want
 
 
-def test_blip_prompts_mixed_in_one_batch(grpc_client, weights_dir, images):
+def test_blip_prompts_mixed_in_one_batch(grpc_client, triton, weights_dir, images):
     prompts = ["a photography of", "", "a picture of the", "a photography of", "", "x"]
     requests = [{"IMAGE": [img], "PROMPT": [p] if p else None} for img, p in zip(images, prompts)]
     results = infer_concurrently(grpc_client, "blip_caption", requests)
-    want = [expected("blip_caption", weights_dir, image=img, prompt=p or None)
+    want = [expected("blip_caption", weights_dir, triton.device, image=img, prompt=p or None)
             for img, p in zip(images, prompts)]
     assert [r[0] for r in results] == want
 
 
-def test_kosmos2_custom_prompt(grpc_client, weights_dir, images):
+def test_kosmos2_custom_prompt(grpc_client, triton, weights_dir, images):
     got = infer(grpc_client, "kosmos2_caption", IMAGE=[images[0]], PROMPT=["<grounding>A photo of"])
-    assert got == [expected("kosmos2_caption", weights_dir, image=images[0], prompt="<grounding>A photo of")]
+    assert got == [expected("kosmos2_caption", weights_dir, triton.device, image=images[0],
+                            prompt="<grounding>A photo of")]
     entities = json.loads(got[0]["ENTITIES"])
     assert isinstance(entities, list)
 
 
-def test_t5_tags_single_and_batched(grpc_client, weights_dir):
+def test_t5_tags_single_and_batched(grpc_client, triton, weights_dir):
     texts = ["a woman with a white shirt and a black background",
              "a photography of a wooden block spelling trivia on a table",
              "a robot head with a circuit in the background"]
-    want = [expected("t5_tags", weights_dir, text=t) for t in texts]
+    want = [expected("t5_tags", weights_dir, triton.device, text=t) for t in texts]
     assert infer(grpc_client, "t5_tags", TEXT=texts) == want
     assert [infer(grpc_client, "t5_tags", TEXT=[t])[0] for t in texts] == want
 

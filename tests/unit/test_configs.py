@@ -4,11 +4,14 @@ forgotten in another fails here."""
 
 import ast
 import importlib
+import os
 from pathlib import Path
 
 import pytest
 
-from i2tt_server.repository import (CPU_MAX_BATCH, cpu_batching, derive_repository,
+from i2tt_server.repository import (CPU_DEFAULT_MAX_BATCH, CPU_INSTANCES, CPU_MAX_BATCH,
+                                    CPU_QUEUE_DELAY_US,
+                                    cpu_batching, derive_repository,
                                     ensemble_steps, model_dirs, read_config, served_folders,
                                     set_parameter)
 from i2tt_server.runners import RUNNERS, checkpoints, default_folders, runner_for_folder
@@ -169,21 +172,40 @@ def test_settings_reject_typos_and_bad_values():
 def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
     derived = derive_repository(REPOSITORY, tmp_path / "cpu", cpu_batching)
     shipped = configs()
+    caps = {}
     for model_dir in model_dirs(derived):
         config, original = read_config(model_dir), shipped[model_dir.name]
-        assert config.max_batch_size == min(original.max_batch_size, CPU_MAX_BATCH)
-        assert all(s <= CPU_MAX_BATCH for s in config.dynamic_batching.preferred_batch_size)
-        # queues hold as many batches as the shipped ones
-        queue, shipped_queue = (c.dynamic_batching.default_queue_policy.max_queue_size
-                                for c in (config, original))
-        assert queue * original.max_batch_size == shipped_queue * config.max_batch_size
-        config.max_batch_size = original.max_batch_size
-        if config.HasField("dynamic_batching"):
+        caps[config.name] = config.max_batch_size
+        assert config.max_batch_size <= original.max_batch_size
+        if config.platform != "ensemble":
+            assert config.max_batch_size == min(original.max_batch_size,
+                                                CPU_MAX_BATCH.get(config.name, CPU_DEFAULT_MAX_BATCH))
+            assert list(config.dynamic_batching.preferred_batch_size) == [config.max_batch_size]
+            assert config.dynamic_batching.max_queue_delay_microseconds == max(
+                CPU_QUEUE_DELAY_US, original.dynamic_batching.max_queue_delay_microseconds)
+            # queues hold as many batches as the shipped ones (at least one batch)
+            queue, shipped_queue = (c.dynamic_batching.default_queue_policy.max_queue_size
+                                    for c in (config, original))
+            if shipped_queue:
+                assert queue == max(config.max_batch_size,
+                                    shipped_queue * config.max_batch_size // original.max_batch_size)
             config.dynamic_batching.default_queue_policy.max_queue_size = shipped_queue
-        del config.dynamic_batching.preferred_batch_size[:]
-        del original.dynamic_batching.preferred_batch_size[:]
-        assert config == original  # nothing but the batch and queue sizes changed
+        shipped_instances = sum(g.count for g in original.instance_group) or 1
+        instances = CPU_INSTANCES.get(config.name, shipped_instances) \
+            if (os.cpu_count() or 1) > 1 else shipped_instances
+        assert (sum(g.count for g in config.instance_group) or 1) == instances
+        config.max_batch_size = original.max_batch_size
+        for one in (config, original):
+            del one.instance_group[:]
+            if one.HasField("dynamic_batching"):  # (one of the scheduling oneof: test first)
+                del one.dynamic_batching.preferred_batch_size[:]
+                one.dynamic_batching.max_queue_delay_microseconds = 0
+        assert config == original  # nothing but the batching values, queues and instances changed
         assert (model_dir / "1").is_dir()
+    # an ensemble never takes a batch larger than one of its steps would
+    for name, config in shipped.items():
+        if config.platform == "ensemble":
+            assert caps[name] <= min(caps[step.model_name] for step in config.ensemble_scheduling.step)
 
 
 def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):

@@ -9,7 +9,13 @@ from PIL import Image
 import reference
 from i2tt_server.errors import InvalidInput
 from i2tt_server.runners import BlipCaptioner, Kosmos2Grounder, T5Tagger, TrOCRReader
+from i2tt_server.runners.base import auto_dtype, cpu_flags
 from i2tt_server.runners.kosmos2 import entities_json
+
+# Parity holds at each dtype against the reference at that dtype: float32, and bfloat16 as
+# `dtype: auto` picks it on CPUs with native bfloat16 (and as T5 runs on GPUs). On a CPU
+# without it bfloat16 is emulated: slower, still exact against an equally emulated reference.
+DTYPES = ["float32", "bfloat16"]
 
 
 def png(color, size=(48, 32)) -> bytes:
@@ -24,46 +30,53 @@ def images(seed_images):
 
 
 def runner(cls, weights_dir, **params):
-    return cls.from_parameters({"weights_root": str(weights_dir), "warmup": "false", **params})
+    """A runner on the CPU (explicitly: the tests compare with a reference on the CPU)."""
+    return cls.from_parameters({"weights_root": str(weights_dir), "warmup": "false",
+                                "device": "cpu", **params})
 
 
-def test_blip_groups_prompts_and_matches_reference(weights_dir, images):
-    blip = runner(BlipCaptioner, weights_dir)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blip_groups_prompts_and_matches_reference(weights_dir, images, dtype):
+    blip = runner(BlipCaptioner, weights_dir, dtype=dtype)
+    assert str(blip.model.dtype) == f"torch.{dtype}"
     prompts = [None, "a photography of", None, "a picture of the", "a photography of"]
     items = [item for data, prompt in zip(images, prompts)
              for item in blip.parse({"IMAGE": [data], "PROMPT": [prompt.encode()] if prompt else None})]
     captions = [r["CAPTION"] for r in blip.infer(items)]
-    expected = [reference.blip_caption(weights_dir / "blip-large", d, p) for d, p in zip(images, prompts)]
+    expected = [reference.blip_caption(weights_dir / "blip-large", d, p, dtype=dtype) for d, p in zip(images, prompts)]
     assert captions == expected
     assert len(set(captions)) > 1, "tiny weights must answer differently for different inputs"
 
 
-def test_kosmos2_matches_reference(weights_dir, images):
-    kosmos = runner(Kosmos2Grounder, weights_dir)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kosmos2_matches_reference(weights_dir, images, dtype):
+    kosmos = runner(Kosmos2Grounder, weights_dir, dtype=dtype)
     items = [item for data in images for item in kosmos.parse({"IMAGE": [data], "PROMPT": None})]
     results = kosmos.infer(items)
     for data, result in zip(images, results):
-        caption, entities = reference.kosmos2_caption(weights_dir / "kosmos-2", data)
+        caption, entities = reference.kosmos2_caption(weights_dir / "kosmos-2", data, dtype=dtype)
         assert result["CAPTION"] == caption
         assert json.loads(result["ENTITIES"]) == json.loads(entities_json(entities))
     assert len({r["CAPTION"] for r in results}) > 1
 
 
-def test_trocr_matches_reference(weights_dir, images):
-    trocr = runner(TrOCRReader, weights_dir)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_trocr_matches_reference(weights_dir, images, dtype):
+    trocr = runner(TrOCRReader, weights_dir, dtype=dtype)
     texts = [r["TEXT"] for r in trocr.infer([trocr.image(d) for d in images])]
-    assert texts == [reference.trocr_text(weights_dir / "trocr-printed", d) for d in images]
+    assert texts == [reference.trocr_text(weights_dir / "trocr-printed", d, dtype=dtype) for d in images]
     assert len(set(texts)) > 1
 
 
-def test_t5_matches_reference_and_truncates_long_text(weights_dir):
-    t5 = runner(T5Tagger, weights_dir)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_t5_matches_reference_and_truncates_long_text(weights_dir, dtype):
+    t5 = runner(T5Tagger, weights_dir, dtype=dtype)
     texts = ["a woman with a white shirt and a black background",
              "a photography of a wooden block spelling trivia on a table",
              "two dogs " * 2000]  # far past 512 tokens: truncated, not refused
     tags = [r["TAGS"] for r in t5.infer(texts)]
     from i2tt_server.text import clean_tags
-    assert tags == [clean_tags(reference.t5_raw_tags(weights_dir / "t5-tags", t)) for t in texts]
+    assert tags == [clean_tags(reference.t5_raw_tags(weights_dir / "t5-tags", t, dtype=dtype)) for t in texts]
     assert len({tuple(t) for t in tags}) > 1
 
 
@@ -94,6 +107,28 @@ def test_kosmos2_entities_json():
                           "boxes": [[0.390625, 0.046875, 0.984375, 0.828125]]}
     assert caption[slice(*decoded[1]["span"])] == decoded[1]["phrase"] == "a fire"
     assert all(0 <= v <= 1 for e in decoded for box in e["boxes"] for v in box)
+
+
+def test_auto_dtype_follows_the_device_and_the_cpu_flags():
+    assert auto_dtype("cuda", "float16") == "float16"
+    assert auto_dtype("cuda", "bfloat16") == "bfloat16"  # T5 overflows in float16
+    assert auto_dtype("cpu", "float16", frozenset({"avx2", "avx512_bf16"})) == "bfloat16"
+    assert auto_dtype("cpu", "float16", frozenset({"avx2", "amx_bf16", "amx_tile"})) == "bfloat16"
+    assert auto_dtype("cpu", "float16", frozenset({"avx2", "avx512f"})) == "float32"
+    assert auto_dtype("mps", "float16", frozenset({"avx512_bf16"})) == "float32"
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbugs\t\t: none\n")
+    assert cpu_flags(str(info)) == {"fpu", "avx2", "avx512_bf16"}
+    assert cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+def test_auto_dtype_on_this_machine_loads_the_model_in_it(weights_dir):
+    t5 = runner(T5Tagger, weights_dir)  # dtype auto
+    assert str(t5.model.dtype) == f"torch.{auto_dtype('cpu', 'bfloat16')}"
+    assert str(runner(T5Tagger, weights_dir, dtype="float32").model.dtype) == "torch.float32"
 
 
 @pytest.mark.parametrize("cls", [BlipCaptioner, Kosmos2Grounder])

@@ -47,7 +47,10 @@ def _unigram_vocab(specials: list[str], size: int | None) -> list[tuple[str, flo
     pieces = ["▁" + w for w in WORDS] + ["▁"] + chars
     vocab = [(s, 0.0) for s in specials] + [(p, -1.0 - 0.01 * i) for i, p in enumerate(pieces)]
     if size:
-        vocab += [(f"▁tok{i}", -20.0) for i in range(size - len(vocab))]
+        # Each filler piece must win over spelling it out character by character (scores
+        # add up per piece): BLIP's full-size vocabulary is made of the same "tokN" words,
+        # so its captions reach T5 as one token per word, as real captions do, not ~8.
+        vocab += [(f"▁tok{i}", -2.0) for i in range(size - len(vocab))]
     return vocab
 
 
