@@ -374,16 +374,21 @@ def test_deploy_readme_commands_are_the_tested_ones():
         assert ROOT / path == COMPOSE and profile in profiles
 
 
-def test_the_api_key_component_adds_the_key_file_from_its_secret(tmp_path):
-    import kubernetes_validate
-
+def render_with_component(tmp_path: Path, overlay: str, component: str) -> list[dict]:
+    """An overlay with an optional component added, as a user's kustomization would."""
     if kubectl() is None:
         pytest.skip("no kubectl with Kustomize 5+ (it renders the Kustomize overlays)")
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [os.path.relpath(K8S / "overlays" / "gpu", tmp_path)],
-        "components": [os.path.relpath(K8S / "components" / "api-key", tmp_path)]}))
-    docs = render(tmp_path)
+        "resources": [os.path.relpath(K8S / "overlays" / overlay, tmp_path)],
+        "components": [os.path.relpath(K8S / "components" / component, tmp_path)]}))
+    return render(tmp_path)
+
+
+def test_the_api_key_component_adds_the_key_file_from_its_secret(tmp_path):
+    import kubernetes_validate
+
+    docs = render_with_component(tmp_path, "gpu", "api-key")
     for doc in docs:
         if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -410,13 +415,7 @@ def test_the_build_context_keeps_what_the_dockerfile_copies():
 def test_the_keda_component_replaces_the_hpa_with_the_same_inputs(tmp_path):
     import kubernetes_validate
 
-    if kubectl() is None:
-        pytest.skip("no kubectl with Kustomize 5+ (it renders the Kustomize overlays)")
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [os.path.relpath(K8S / "overlays" / "cpu", tmp_path)],
-        "components": [os.path.relpath(K8S / "components" / "keda", tmp_path)]}))
-    docs = render(tmp_path)
+    docs = render_with_component(tmp_path, "cpu", "keda")
     assert "HorizontalPodAutoscaler" not in {d["kind"] for d in docs}
     for doc in docs:
         if doc["apiVersion"].split("/")[0] not in ("monitoring.coreos.com", "keda.sh"):
