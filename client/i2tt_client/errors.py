@@ -85,6 +85,10 @@ _BY_STATUS = {
 }
 
 
+# Triton's answer when a request's timeout ran out while it waited in a queue.
+_EXPIRED = "timeout expired"
+
+
 def from_triton(exc: Exception, *, index: int | None = None, model: str | None = None) -> I2TTError:
     """The typed error for an exception raised by a tritonclient call."""
     status = getattr(exc, "status", None)
@@ -96,6 +100,10 @@ def from_triton(exc: Exception, *, index: int | None = None, model: str | None =
     cls = _BY_STATUS.get(code, ServerError)
     if _RESTRICTED in message:
         cls = AuthenticationError
+    elif cls is UnavailableError and _EXPIRED in message.lower():
+        # The server dropped the request when the timeout it carried (the caller's
+        # deadline) ran out in its queue: the caller's deadline passed, not an overload.
+        cls = DeadlineExceededError
     if cls is InvalidInputError:
         return InvalidInputError(index, message, model=model, status=code)
     return cls(message, index=index, model=model, status=code or None)

@@ -147,3 +147,15 @@ def test_a_pipe_is_refused_without_being_read(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")  # reading it would block for ever
     with pytest.raises(InvalidInputError, match="not a regular file"):
         image_bytes(tmp_path / "pipe.png", 0)
+
+
+def test_a_request_expired_in_the_servers_queue_is_a_deadline_error():
+    from tritonclient.utils import InferenceServerException
+
+    from i2tt_client.errors import DeadlineExceededError, UnavailableError, from_triton
+
+    expired = InferenceServerException("Request timeout expired", status="StatusCode.UNAVAILABLE")
+    full = InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
+    assert isinstance(from_triton(expired), DeadlineExceededError)
+    assert not from_triton(expired).retryable
+    assert isinstance(from_triton(full), UnavailableError) and from_triton(full).retryable
