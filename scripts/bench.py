@@ -169,6 +169,20 @@ def ensure_weights(args, steps: list[str], settings) -> Path:
     folders = sorted({settings[s]["weights"] for s in steps})
     root = args.weights or DEFAULT_WEIGHTS
     missing = missing_folders(root, folders)
+    if not args.weights:
+        # Weights built by an older builder measure something else (a changed tokenizer
+        # changes every sequence length): rebuild them when the builder has changed.
+        import hashlib
+
+        from i2tt_server.weights import synthetic
+
+        stamp = root / "builder.sha256"
+        digest = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
+        if stamp.is_file() and stamp.read_text().strip() != digest:
+            log(f"the weights builder changed since {root} was built: rebuilding")
+            missing = folders
+        root.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest + "\n")
     if missing and args.weights:
         sys.exit(f"error: no weights for {missing} in {root}")
     if missing:
