@@ -65,19 +65,27 @@ def ensemble_steps(config: ModelConfig) -> list[str]:
     return [step.model_name for step in config.ensemble_scheduling.step]
 
 
+def business_calls(config: ModelConfig) -> list[str]:
+    """The served models a Python model calls itself (business-logic calls), as its runner
+    says for its parameters; none for an ensemble or a model without a runner."""
+    from .runners import RUNNERS
+
+    if config.name not in RUNNERS:
+        return []
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    return RUNNERS[config.name].called_models(params)
+
+
 def with_called_models(repository: Path, models: list[str] | None) -> list[str] | None:
     """``models`` plus the models they call through business-logic calls (ocr_page calls
     trocr_ocr), which Triton does not load by itself as it does an ensemble's steps."""
     if not models:
         return models
-    from .runners import RUNNERS
-
     configs = read_configs(repository)
     wanted = list(models)
     for name in wanted:  # grows while it is walked: calls of calls
-        if name in RUNNERS and name in configs:
-            params = {k: v.string_value for k, v in configs[name].parameters.items()}
-            for called in RUNNERS[name].called_models(params):
+        if name in configs:
+            for called in business_calls(configs[name]):
                 if called not in wanted:
                     wanted.append(called)
     return wanted
@@ -87,16 +95,9 @@ def callers_first(repository: Path) -> list[list[str]]:
     """The repository's models in layers, each model in a layer before every model it calls
     (an ensemble's steps, a business-logic call's target): the order to stop taking
     requests in, so that nothing accepted finds a model it needs already gone."""
-    from .runners import RUNNERS
-
     configs = read_configs(repository)
-    calls: dict[str, set[str]] = {}
-    for name, config in configs.items():
-        called = set(ensemble_steps(config)) - {name}
-        if name in RUNNERS:
-            params = {k: v.string_value for k, v in config.parameters.items()}
-            called |= set(RUNNERS[name].called_models(params))
-        calls[name] = called & set(configs)
+    calls = {name: ((set(ensemble_steps(config)) - {name}) | set(business_calls(config)))
+             & set(configs) for name, config in configs.items()}
     layers, left = [], set(configs)
     while left:
         # models no remaining model calls
