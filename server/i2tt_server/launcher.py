@@ -397,11 +397,16 @@ class TritonServer:
             self._stopping.set()
             return self._stop_now(max(0.0, deadline - time.monotonic()))
         finally:
-            if self._watchdog:
-                self._watchdog.stop()
-            if self._tls_proxy:
-                self._tls_proxy.stop()
-            self.remove_derived()
+            self._stop_companions()
+
+    def _stop_companions(self) -> None:
+        """What the launcher runs beside the server: the watchdog, the TLS terminator and
+        the derived repository (once the server has stopped or exited)."""
+        if self._watchdog:
+            self._watchdog.stop()
+        if self._tls_proxy:
+            self._tls_proxy.stop()
+        self.remove_derived()
 
     def _stop_now(self, timeout: float | None = None) -> int | None:
         self._stopping.set()
@@ -437,11 +442,7 @@ class TritonServer:
                 return 1
             return 0 if self.stop_requested.is_set() else self.process.returncode
         finally:
-            if self._watchdog:
-                self._watchdog.stop()
-            if self._tls_proxy:
-                self._tls_proxy.stop()
-            self.remove_derived()
+            self._stop_companions()
 
     def __enter__(self):
         return self.start() if self.process is None else self
