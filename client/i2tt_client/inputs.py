@@ -173,6 +173,7 @@ def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
     if limits.timeout <= 0:
         raise InvalidInputError(index, f"{url}: timed out: no time left to fetch it")
     watchdog = Watchdog(limits.timeout)
+    expired = InvalidInputError(index, f"{url}: timed out: not fetched within {limits.timeout:g}s")
     opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog),
                                          _WatchedHTTPSHandler(watchdog))
     try:
@@ -190,8 +191,7 @@ def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
         raise InvalidInputError(index, f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
         if watchdog.fired:
-            raise InvalidInputError(index, f"{url}: timed out: not fetched within "
-                                           f"{limits.timeout:g}s") from None
+            raise expired from None
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
             reason = f"timed out after {limits.timeout:g}s"
@@ -199,8 +199,7 @@ def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
     finally:
         watchdog.close()
     if watchdog.fired:  # the body may have been cut short
-        raise InvalidInputError(index, f"{url}: timed out: not fetched within "
-                                       f"{limits.timeout:g}s")
+        raise expired
     if len(data) > limits.max_bytes:
         raise InvalidInputError(index, f"{url}: body is over the {limits.max_bytes}-byte limit")
     if not data:
