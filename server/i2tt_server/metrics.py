@@ -25,7 +25,7 @@ DECODE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 # First match wins; the phrases are the ones the input checks use.
 REASONS = (
     ("missing", ("is required",)),
-    ("too_large", ("over the", "decompression bomb", "too many tokens", "tokens, over")),
+    ("too_large", ("over the", "decompression bomb", "tokens long;")),
     ("empty", ("is empty", "is blank", "has no pixels")),
     ("undecodable", ("not a decodable image", "could not be decoded")),
     ("bad_text", ("UTF-8", "NUL character")),

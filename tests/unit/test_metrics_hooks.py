@@ -19,6 +19,8 @@ from test_triton_adapter import fake_pb_utils, request
     ("IMAGE is required", "missing"),
     ("IMAGE is 30000000 bytes, over the 20971520-byte limit", "too_large"),
     ("IMAGE refused as a decompression bomb: ...", "too_large"),
+    ("PROMPT is 9001 tokens long; blip_caption takes at most 482", "too_large"),
+    ("IMAGE has 300 text lines, over the limit of 256 per page (split the page)", "too_large"),
     ("TEXT is empty", "empty"), ("TEXT is blank", "empty"),
     ("IMAGE is not a decodable image (12 bytes, starts b'not')", "undecodable"),
     ("TEXT is not valid UTF-8 (invalid start byte at byte 0)", "bad_text"),
