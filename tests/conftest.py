@@ -3,6 +3,7 @@ whole model repository on them (started once per session, on free ports)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -99,9 +100,16 @@ def triton(request, weights_dir, tmp_path_factory) -> TritonServer:
                           grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",
                           log_file=tmp / "tritonserver.log")
     server.device = device
+    # The launcher's own events (a model healed, a drain) go into the server's log too, so a
+    # failed test that prints the log shows them in order with the server's lines.
+    launcher_log = logging.FileHandler(server.log_file)
+    launcher_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger("i2tt_server").addHandler(launcher_log)
     server.start(timeout=300)
     yield server
     server.stop()
+    logging.getLogger("i2tt_server").removeHandler(launcher_log)
+    launcher_log.close()
 
 
 @pytest.fixture(scope="session")

@@ -181,18 +181,29 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(deployed
     pause = int(deployed.container["lifecycle"]["preStop"]["exec"]["command"][1])
     bound = deployed.pod["terminationGracePeriodSeconds"] - pause  # SIGTERM comes after the pause
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{deployed.ports['grpc']}")
-    count = 12
+    count = 16
     results: list = [None] * count
     answered = threading.Semaphore(0)
-    for index in range(count):  # distinct images: none is a cache hit
-        def done(result, error, index=index):
+    signalled: dict = {}
+    lock = threading.Lock()
+
+    def done(result, error, index):
+        with lock:
             results[index] = error if error is not None else result.as_numpy("CAPTION")
-            answered.release()
-        client.async_infer("caption_tags", [string_input("IMAGE", [image(100 + index)])], done)
+            if not signalled:  # the first answer: the others are still in flight, stop now
+                # (from this callback, not the test's thread, which a busy machine may wake
+                # only after the rest have been answered too)
+                signalled["finished"] = sum(r is not None for r in results)
+                signalled["at"] = time.monotonic()
+                deployed.process.send_signal(signal.SIGTERM)
+        answered.release()
+
+    for index in range(count):  # distinct images: none is a cache hit
+        client.async_infer("caption_tags", [string_input("IMAGE", [image(100 + index)])],
+                           lambda result, error, index=index: done(result, error, index))
     assert answered.acquire(timeout=300), "no answer at all"
-    finished_before = sum(r is not None for r in results)
-    deployed.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
+    finished_before = signalled["finished"]
+    started = signalled["at"]
     try:
         code = deployed.process.wait(timeout=bound)
     except subprocess.TimeoutExpired:

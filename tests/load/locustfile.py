@@ -30,6 +30,7 @@ import locust.stats  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import LoadTestShape, User, between, events, task  # noqa: E402
 from locust.runners import WorkerRunner  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from payloads import MIX_WEIGHTS, MODELS, Payloads, check  # noqa: E402
 
@@ -63,6 +64,10 @@ def add_options(parser):
 
 
 # ---------------------------------------------------------------- the user
+
+class ModelError(Exception):
+    """An error answer of the server, as locust's error report shows it."""
+
 
 class TritonUser(User):
     """One caller with its own gRPC connection, sending one request at a time."""
@@ -116,7 +121,11 @@ class TritonUser(User):
             result = self.client.infer(model, inputs, client_timeout=self.timeout)
             response_length = result.get_response().ByteSize()
             check(model, result)
-        except Exception as error:  # errors, deadlines, contract breaks: count it, go on
+        except InferenceServerException as error:
+            # Its repr is "InferenceServerException()": name the status and message instead,
+            # so the report says what went wrong.
+            exception = ModelError(f"{error.status()}: {error.message()}")
+        except Exception as error:  # contract breaks, client faults: count it, go on
             exception = error
         events.request.fire(request_type="grpc", name=model,
                             response_time=(time.perf_counter() - start) * 1000,

@@ -42,7 +42,16 @@ def run_load(triton, report_dir: Path, *args: str) -> subprocess.CompletedProces
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"load run still going after {HARD_TIMEOUT_S}s; output:\n{output}")
+    # The server's side of the run, for whoever reads a failed assertion's output.
+    output += f"\n--- end of the server's log ({triton.log_file}) ---\n{log_tail(triton)}"
     return subprocess.CompletedProcess(command, process.returncode, output)
+
+
+def log_tail(triton, lines: int = 60) -> str:
+    try:
+        return "\n".join(Path(triton.log_file).read_text(errors="replace").splitlines()[-lines:])
+    except (OSError, TypeError):
+        return "(no log)"
 
 
 def stats_rows(report_dir: Path) -> dict[str, dict[str, str]]:
