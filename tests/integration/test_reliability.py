@@ -116,9 +116,11 @@ def first_answer(server, image: bytes, limit: float = 60) -> tuple[float, int]:
             time.sleep(0.05)
 
 
-@pytest.mark.parametrize("burst,deadline_in_singles", [(200, 6), (60, 2)])
+@pytest.mark.parametrize("burst,deadline_in_singles,past_the_queue", [(200, 6, True),
+                                                                         (60, 2, False)])
 def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed_images,
-                                                                    burst, deadline_in_singles):
+                                                                    burst, deadline_in_singles,
+                                                                    past_the_queue):
     """200 callers with deadlines of 6 single-request times: the queue limit sheds most at
     once. 60 callers with 2: queued requests also expire and are refused without being
     run. Deadlines are relative to a measured single request, as the machine is shared."""
@@ -145,10 +147,15 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
           f"one request alone {single:.2f}s; after the burst answered in {recovery:.2f}s "
           f"({refusals} refusals first)")
     assert ok + len(shed) + late == burst, counts
-    # Most of the burst is refused, each refusal before the caller's deadline; only the
-    # requests already accepted (about a queue and a batch per step) may run out of time.
-    assert len(shed) >= burst // 2, counts
-    assert shed[-1] < deadline, shed[-1]
+    # Most of the burst gets no answer, and each refusal comes before the caller's deadline.
+    # Past the queue limit (the 200) the refusal is immediate, so most are UNAVAILABLE. A
+    # queued request that expires is refused when the batcher next looks at its queue,
+    # which on a busy machine may come after the caller's own deadline: then the caller
+    # sees DEADLINE_EXCEEDED instead, so the 60 count both.
+    assert len(shed) + late >= burst // 2, counts
+    if past_the_queue:
+        assert len(shed) >= burst // 2, counts
+    assert not shed or shed[-1] < deadline, shed[-1]
     # No work for refused callers: blip_caption ran what was answered plus the late ones
     # (already running or past it when their deadline came), not the burst.
     assert ran["blip_caption"] <= ok + late, (ran, counts)

@@ -39,9 +39,10 @@ class PageSettings(Parameters):
     # Margin added around each line's box before cropping, as a share of the line's
     # height: TrOCR reads better with a little room around the ink.
     line_margin: float = 0.15
-    # Lines sent to ocr_model at once by each batch of pages: enough to fill its batches,
-    # few enough to stay inside its queue limit (it sheds load past it).
-    lines_in_flight: int = 8
+    # Lines per request to ocr_model (one request at a time per instance): enough to fill
+    # its batches, no more than its max_batch_size, and leaving room in its batches for
+    # other callers' lines.
+    lines_per_request: int = 8
     max_image_bytes: int = DEFAULT_MAX_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     tessdata: str = ""  # empty: $TESSDATA_PREFIX, else the distribution's folder
