@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import shm
 from .repository import callers_first, cpu_batching, derive_repository
 from .weights.layout import WEIGHTS_ENV
 
@@ -234,6 +235,8 @@ class TritonServer:
             self._derived = tempfile.mkdtemp(prefix="i2tt-cpu-repository-")
             self.model_repository = derive_repository(self.source_repository,
                                                       Path(self._derived), cpu_batching)
+        shm.remove_stale_regions()  # what killed servers left; the new one needs room
+        shm.warn_if_low()
         out = open(self.log_file, "ab") if self.log_file else None
         self.process = subprocess.Popen(self.command(binary),
                                         env=server_environment(binary, self.weights),
@@ -407,6 +410,9 @@ class TritonServer:
         if self._tls_proxy:
             self._tls_proxy.stop()
         self.remove_derived()
+        if self.process and self.process.poll() is not None:
+            # a server that had to be killed leaves its model processes' shared memory
+            shm.remove_stale_regions()
 
     def _stop_now(self, timeout: float | None = None) -> int | None:
         self._stopping.set()
