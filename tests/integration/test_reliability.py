@@ -156,9 +156,12 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
     if past_the_queue:
         assert len(shed) >= burst // 2, counts
     assert not shed or shed[-1] < deadline, shed[-1]
-    # No work for refused callers: blip_caption ran what was answered plus the late ones
-    # (already running or past it when their deadline came), not the burst.
-    assert ran["blip_caption"] <= ok + late, (ran, counts)
+    # No work for refused callers. The last step (t5_tags) ran only for callers that got
+    # their answer or were already past their deadline when it ended. The first step ran
+    # at most what the queues accepted, never the whole burst: a request it ran may still
+    # be refused at the second step's queue, so its count is bounded by the burst only.
+    assert ran["t5_tags"] <= ok + late, (ran, counts)
+    assert ran["blip_caption"] < burst, (ran, counts)
     # Right after the burst a request is answered in about one batch's time (generous:
     # the machine is shared and noisy), not after the backlog of gone callers.
     assert recovery < 10 * single + 1.0, (recovery, single)
