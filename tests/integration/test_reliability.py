@@ -157,10 +157,12 @@ def test_a_burst_far_beyond_capacity_is_shed_fast_and_costs_no_work(served, seed
         assert len(shed) >= burst // 2, counts
     assert not shed or shed[-1] < deadline, shed[-1]
     # No work for refused callers. The last step (t5_tags) ran only for callers that got
-    # their answer or were already past their deadline when it ended. The first step ran
-    # at most what the queues accepted, never the whole burst: a request it ran may still
-    # be refused at the second step's queue, so its count is bounded by the burst only.
-    assert ran["t5_tags"] <= ok + late, (ran, counts)
+    # their answer or were already past their deadline when it ended, give or take one
+    # batch (a request whose caller gave up as its batch formed is answered without work,
+    # but Triton's statistics count it as executed). The first step ran at most what the
+    # queues accepted, never the whole burst: a request it ran may still be refused at the
+    # second step's queue, so its count is bounded by the burst only.
+    assert ran["t5_tags"] <= ok + late + CPU_BATCH, (ran, counts)
     assert ran["blip_caption"] < burst, (ran, counts)
     # Right after the burst a request is answered in about one batch's time (generous:
     # the machine is shared and noisy), not after the backlog of gone callers.
