@@ -104,6 +104,8 @@ def triton(request, weights_dir, tmp_path_factory) -> TritonServer:
     # failed test that prints the log shows them in order with the server's lines.
     launcher_log = logging.FileHandler(server.log_file)
     launcher_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    # (the launcher's modules only: the unit tests run the models' code in this process)
+    launcher_log.addFilter(lambda record: record.module in ("launcher", "watchdog", "shm"))
     logging.getLogger("i2tt_server").addHandler(launcher_log)
     server.start(timeout=300)
     yield server
