@@ -109,9 +109,14 @@ def triton(request, weights_dir, tmp_path_factory) -> TritonServer:
     logging.getLogger("i2tt_server").addHandler(launcher_log)
     server.start(timeout=300)
     yield server
+    exited = server.process.poll()  # before stop(): the server must have lived throughout
     server.stop()
     logging.getLogger("i2tt_server").removeHandler(launcher_log)
     launcher_log.close()
+    if exited is not None:
+        tail = "\n".join(Path(server.log_file).read_text(errors="replace").splitlines()[-80:])
+        pytest.fail(f"tritonserver exited with code {exited} while the tests used it; the "
+                    f"end of its log:\n{tail}")
 
 
 @pytest.fixture(scope="session")
