@@ -11,7 +11,7 @@ import pytest
 
 from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.repository import chain, derive_repository, set_queue_delay
-from testdata import REPOSITORY, ROOT, SEED_NAMES, configs, seed_bytes
+from testdata import REPOSITORY, ROOT, SEED_NAMES, configs, log_tail, seed_bytes
 
 # Requests sent together must reliably land in one dynamic batch (tests read the statistics).
 QUEUE_DELAY_US = 100_000
@@ -114,9 +114,8 @@ def triton(request, weights_dir, tmp_path_factory) -> TritonServer:
     logging.getLogger("i2tt_server").removeHandler(launcher_log)
     launcher_log.close()
     if exited is not None:
-        tail = "\n".join(Path(server.log_file).read_text(errors="replace").splitlines()[-80:])
         pytest.fail(f"tritonserver exited with code {exited} while the tests used it; the "
-                    f"end of its log:\n{tail}")
+                    f"end of its log:\n{log_tail(server.log_file, 80)}")
 
 
 @pytest.fixture(scope="session")

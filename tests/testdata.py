@@ -34,3 +34,11 @@ def configs() -> dict:
 def list_outputs(config) -> set[str]:
     """Outputs of variable per-item shape (dims [-1], like TAGS): lists of strings."""
     return {o.name for o in config.output if list(o.dims) == [-1]}
+
+
+def log_tail(path, lines: int = 60) -> str:
+    """The last ``lines`` lines of a server's log, for a failure message."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except (OSError, TypeError):  # no log file, or none was asked for
+        return "(no log)"

@@ -30,11 +30,11 @@ MIN_AGE_S = 10.0
 LOW_FREE_BYTES = 256 * 1024 * 1024
 
 
-def regions_in_use(proc: Path = Path("/proc")) -> set[str]:
+def regions_in_use() -> set[str]:
     """Names of the regions some living process has mapped or open (the processes whose
     memory maps this user may read: in a container, all of them)."""
     used = set()
-    for entry in proc.iterdir():
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -55,12 +55,11 @@ def regions_in_use(proc: Path = Path("/proc")) -> set[str]:
     return used
 
 
-def stale_regions(folder: Path = SHM_DIR, min_age: float = MIN_AGE_S,
-                  in_use: set[str] | None = None) -> list[Path]:
+def stale_regions(folder: Path = SHM_DIR, min_age: float = MIN_AGE_S) -> list[Path]:
     """This user's regions that no living process uses and that are older than ``min_age``."""
     if not folder.is_dir():
         return []
-    used = regions_in_use() if in_use is None else in_use
+    used = regions_in_use()
     now, uid, stale = time.time(), os.getuid(), []
     for path in folder.glob(f"{PREFIX}*"):
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from testdata import configs
+from testdata import configs, log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_SCRIPT = ROOT / "scripts" / "load.py"
@@ -43,15 +43,8 @@ def run_load(triton, report_dir: Path, *args: str) -> subprocess.CompletedProces
         output, _ = process.communicate()
         pytest.fail(f"load run still going after {HARD_TIMEOUT_S}s; output:\n{output}")
     # The server's side of the run, for whoever reads a failed assertion's output.
-    output += f"\n--- end of the server's log ({triton.log_file}) ---\n{log_tail(triton)}"
+    output += f"\n--- end of the server's log ({triton.log_file}) ---\n{log_tail(triton.log_file)}"
     return subprocess.CompletedProcess(command, process.returncode, output)
-
-
-def log_tail(triton, lines: int = 60) -> str:
-    try:
-        return "\n".join(Path(triton.log_file).read_text(errors="replace").splitlines()[-lines:])
-    except (OSError, TypeError):
-        return "(no log)"
 
 
 def stats_rows(report_dir: Path) -> dict[str, dict[str, str]]:
