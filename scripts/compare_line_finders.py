@@ -11,7 +11,22 @@ found line at IoU >= 0.5), the mean IoU of those matches, whether the reading or
 right, and the median time per page, then the time ratio. Both finders get the same
 greyscale page with dark text (ocr_page's polarity step), so only line finding differs.
 
-    .venv/bin/python scripts/compare_line_finders.py [--repeat 3] [--markdown]
+With --photographed it compares, on the degraded pages of tests/photographed.py (and the
+clean pages and photographs, which must not get worse), how the light of a photograph is
+handled before Tesseract's layout analysis:
+  as-is            the greyscale page as it is, Tesseract's default global Otsu threshold
+                   (ocr_page before photographs were handled)
+  tess-adaptive    Tesseract 5's Leptonica adaptive Otsu (thresholding_method=1)
+  tess-sauvola     Tesseract 5's Sauvola thresholding (thresholding_method=2)
+  cv-adaptive      OpenCV's Gaussian adaptive threshold, the binary page given to Tesseract
+  cleaned          page_cleanup: background divided out, page turned straight, then
+                   Tesseract's Otsu (what ocr_page does)
+  cleaned-sauvola  the same clean-up, then Sauvola
+A page passes when every line is found once, in reading order, at IoU >= 0.5 with its
+true box and covering at least 90 % of its width (tests/pages.py line_problems).
+
+    .venv/bin/python scripts/compare_line_finders.py [--repeat 3]
+    .venv/bin/python scripts/compare_line_finders.py --photographed [--repeat 3]
 """
 
 from __future__ import annotations
@@ -28,7 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import pages  # noqa: E402
-from i2tt_server.lines import Line, TesseractLineFinder, normalise_polarity  # noqa: E402
+import photographed  # noqa: E402
+from i2tt_server.lines import Line, PageLineFinder, TesseractLineFinder  # noqa: E402
+from i2tt_server.page_cleanup import normalise_polarity  # noqa: E402
 
 
 class OpenCVLineFinder:
@@ -134,12 +151,76 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+class OpenCVAdaptiveFinder:
+    """Tesseract's layout analysis of a page binarised by OpenCV's Gaussian adaptive
+    threshold (a window of about two text lines, as its documentation suggests)."""
+
+    def __init__(self):
+        self.tesseract = TesseractLineFinder()
+
+    def __call__(self, image) -> list[Line]:
+        import cv2
+        from PIL import Image
+
+        grey = np.asarray(normalise_polarity(image))
+        window = max(15, (max(grey.shape) // 20) | 1)
+        binary = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C,
+                                       cv2.THRESH_BINARY, window, 15)
+        return self.tesseract(Image.fromarray(binary))
+
+
+def photographed_finders() -> dict:
+    """Each finder: page image -> its lines' boxes on the page as sent."""
+    def layout(finder):
+        return lambda image: finder(image).boxes
+
+    return {"as-is": layout(PageLineFinder(clean_up=False)),
+            "tess-adaptive": layout(PageLineFinder(clean_up=False, thresholding_method=1)),
+            "tess-sauvola": layout(PageLineFinder(clean_up=False, thresholding_method=2)),
+            "cv-adaptive": OpenCVAdaptiveFinder(),
+            "cleaned": layout(PageLineFinder()),
+            "cleaned-sauvola": layout(PageLineFinder(thresholding_method=2))}
+
+
+def photographed_run(repeat: int) -> str:
+    """A matrix: a row per page, a column per finder; a cell is found/true lines and
+    whether the page passes (with what went wrong first)."""
+    finders = photographed_finders()
+    out = ["| page | " + " | ".join(finders) + " |", "|---|" + "---|" * len(finders)]
+    passed = {name: 0 for name in finders}
+    spent = {name: 0.0 for name in finders}
+    sets = [*photographed.degraded_pages(), *test_pages()]
+    for page in sets:
+        cells = []
+        for name, finder in finders.items():
+            finder(page.image)  # warm
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                found = finder(page.image)
+                times.append(time.perf_counter() - start)
+            spent[name] += statistics.median(times)
+            problems = pages.line_problems([(l.x1, l.y1, l.x2, l.y2) for l in found], page.boxes)
+            passed[name] += not problems
+            cell = f"{len(found)}/{len(page.boxes)} " + ("**ok**" if not problems else "no")
+            if problems and len(found) == len(page.boxes):
+                cell += f" ({problems[0].split(': ', 1)[1]})"
+            cells.append(cell)
+        out.append(f"| {page.name} | " + " | ".join(cells) + " |")
+    out.append(f"| **pages passed (of {len(sets)})** | "
+               + " | ".join(str(passed[n]) for n in finders) + " |")
+    out.append("| **ms, all pages** | " + " | ".join(f"{1000 * spent[n]:.0f}" for n in finders) + " |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per page and finder")
+    parser.add_argument("--photographed", action="store_true",
+                        help="compare the handling of photographs' light on degraded pages")
     args = parser.parse_args(argv)
-    print(table(run(args.repeat)))
+    print(photographed_run(args.repeat) if args.photographed else table(run(args.repeat)))
     return 0
 
 

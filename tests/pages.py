@@ -65,6 +65,26 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def width_covered(found: Box, truth: Box) -> float:
+    """The share of the true line's width that the found box spans: below 1 where a found
+    line lost an end (a shaded end of a photographed line)."""
+    return max(0.0, min(found[2], truth[2]) - max(found[0], truth[0])) / (truth[2] - truth[0])
+
+
+def line_problems(found: list[Box], truth: list[Box]) -> list[str]:
+    """What is wrong with lines found on a page whose lines are ``truth`` (same units,
+    reading order): not one line each, or line i not truth line i (IoU under 0.5, which
+    checks the reading order too) or missing more than a tenth of its width. Empty: right."""
+    if len(found) != len(truth):
+        return [f"{len(found)} lines found for {len(truth)}"]
+    problems = []
+    for number, (box, want) in enumerate(zip(found, truth)):
+        overlap, covered = iou(box, want), width_covered(box, want)
+        if overlap < 0.5 or covered < 0.9:
+            problems.append(f"line {number}: IoU {overlap:.2f}, {covered:.0%} of its width")
+    return problems
+
+
 def sentence(rng: random.Random, width: float, typeface, words: int | None = None) -> str:
     """Words up to ``width`` pixels (or exactly ``words`` words)."""
     text = rng.choice(WORDS).capitalize()
@@ -97,10 +117,11 @@ def render(name: str, size: tuple[int, int], columns: list[tuple[int, int]], lin
     return page
 
 
-def rotated(page: Rendered, degrees: float) -> Rendered:
-    """The page turned ``degrees`` counter-clockwise about its centre; truth boxes are the
-    axis-aligned bounds of the turned boxes."""
-    image = page.image.rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor="white")
+def rotated(page: Rendered, degrees: float, fill="white") -> Rendered:
+    """The page turned ``degrees`` counter-clockwise about its centre, the corners it
+    uncovers filled with ``fill``; truth boxes are the axis-aligned bounds of the turned
+    boxes."""
+    image = page.image.rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=fill)
     cx, cy = page.image.width / 2, page.image.height / 2
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
 
