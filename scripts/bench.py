@@ -6,7 +6,9 @@ Rows, for caption_tags (BLIP caption -> T5 tags) and each selected single model:
      torch's default thread count (as the seed notebook); again at the served dtype;
   2. in-process batched: the serving code (i2tt_server runners) without Triton, at the
      served dtype and threads, at batch sizes up to what the server batches; the best is
-     the ceiling of what one process does with no serving overhead;
+     the ceiling of what one process does with no serving overhead; for the models with a
+     CONFIDENCE output, the largest batch again on the same inputs, computing it, and the
+     ratio of the two (what confidence costs);
   3. Triton over gRPC with dynamic batching, at several client concurrencies (single
      models: 1 and --ratio-level);
   4. caption_tags with batching off (max_batch_size 1, derived repository);
@@ -219,6 +221,7 @@ def served_dtype(step: str, settings, device: str) -> str:
 def inprocess_rows(args, target, settings, weights, payloads, offsets) -> list[Row]:
     import torch
     from i2tt_server.runners import RUNNERS
+    from i2tt_server.runners.base import CONFIDENCE
 
     kind, input_name = inprocess.input_of(target)
     payload = lambda i: payloads.get(kind, i)  # noqa: E731
@@ -260,8 +263,18 @@ def inprocess_rows(args, target, settings, weights, payloads, offsets) -> list[R
         sizes = sizes[-1:]  # one size for the single-model rows: the largest served
     for number, size in enumerate(sizes):
         log(f"{target}: in-process batched, b={size}, {args.batches} batch(es)")
+        offset = offsets.take(size * args.batches)
         row = inprocess.run_batched(target, runners, payload, input_name, size, args.batches,
-                                    offsets.take(size * args.batches), warmup=number == 0)
+                                    offset, warmup=number == 0)
+        row.label += f", {names_of(runners)}, {args.served_threads} thread(s)"
+        rows.append(row)
+        print_row(row)
+    if single and CONFIDENCE in runners[0].runner.outputs:
+        # the same inputs as the largest batch above (so the same generated lengths), now
+        # with the step scores kept and CONFIDENCE computed from them
+        log(f"{target}: in-process batched, b={size}, with CONFIDENCE")
+        row = inprocess.run_batched(target, runners, payload, input_name, size, args.batches,
+                                    offset, warmup=False, confidence=True)
         row.label += f", {names_of(runners)}, {args.served_threads} thread(s)"
         rows.append(row)
         print_row(row)
@@ -466,6 +479,9 @@ def main(argv=None) -> int:
                 ok = ok and met
         if "batching_on_vs_off" in values:
             print(f"   batching on / off at c={args.ratio_level}: {values['batching_on_vs_off']:.2f}")
+        if "confidence_cost" in values:
+            print(f"   in-process throughput with CONFIDENCE / without (same inputs): "
+                  f"{values['confidence_cost']:.3f}")
         print()
 
     args.report.parent.mkdir(parents=True, exist_ok=True)

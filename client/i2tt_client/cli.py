@@ -4,6 +4,7 @@
     i2tt describe photos/ --output photos.jsonl --resume
     i2tt ground photo.jpg --draw boxes.png
     i2tt ocr --page letter.png --draw lines.png
+    i2tt ocr --page scans/ --min-confidence 0.5 --output pages.jsonl
     i2tt tags "a dog running on a beach"
     i2tt health
 
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterable
 from .client import I2TTClient
 from .errors import I2TTError, InvalidInputError
 from .inputs import IMAGE_SUFFIXES, is_url
+from .results import PageText
 
 SERVER_ENV = "I2TT_SERVER"
 API_KEY_ENV = "I2TT_API_KEY"
@@ -37,10 +39,10 @@ DEFAULT_TIMEOUT = 120.0
 FORMATS = ("text", "json", "jsonl", "csv")
 # Columns of each command's rows (csv header; order of fields in text output).
 COLUMNS = {
-    "caption": ["caption"],
-    "ground": ["caption", "entities"],
-    "ocr": ["text"],
-    "ocr_page": ["text", "lines"],  # i2tt ocr --page
+    "caption": ["caption", "confidence"],
+    "ground": ["caption", "confidence", "entities"],
+    "ocr": ["text", "confidence"],
+    "ocr_page": ["text", "lines"],  # i2tt ocr --page; each line has its confidence
     "tags": ["tags"],
     "describe": ["caption", "tags"],
 }
@@ -153,10 +155,13 @@ def text_block(command: str, record: dict) -> str:
     for column in COLUMNS[command]:
         value = record.get(column)
         if column == "lines":
-            # the page's text, line by line, each with its box (the text column repeats it)
+            # the page's text, line by line, each with its box and confidence (the text
+            # column repeats it)
             for line in value or []:
                 box = ", ".join(f"{c:.3f}" for c in line["box"])
-                lines.append(f"  - [{box}] {line['text']}")
+                known = line.get("confidence") is not None
+                confidence = f"({line['confidence']:.3f}) " if known else ""
+                lines.append(f"  - [{box}] {confidence}{line['text']}")
             continue
         if command == "ocr_page" and column == "text":
             continue
@@ -167,6 +172,8 @@ def text_block(command: str, record: dict) -> str:
                 lines.append(f"  - {entity['phrase']}: {boxes}")
         elif isinstance(value, list):
             lines.append(f"  {column}: {', '.join(value)}")
+        elif isinstance(value, float):
+            lines.append(f"  {column}: {value:.3f}")
         else:
             lines.append(f"  {column}: {value}")
     return "\n".join(lines) + "\n"
@@ -238,6 +245,8 @@ def restore(record: dict, command: str, fmt: str) -> dict:
             restored[column] = [t for t in value.split("; ") if t]
         elif column in ("entities", "lines"):
             restored[column] = json.loads(value) if value else []
+        elif column == "confidence":
+            restored[column] = float(value) if value else None
         else:
             restored[column] = value
     restored["error"] = record.get("error") or None
@@ -302,6 +311,9 @@ def run_inference(args, client: I2TTClient) -> int:
         raise SystemExit("i2tt: ocr --draw needs --page (one line has nothing to outline)")
     if draw_target and len(sources) > 1:
         Path(draw_target).mkdir(parents=True, exist_ok=True)
+    min_confidence = getattr(args, "min_confidence", None)
+    if min_confidence is not None and command != "ocr_page":
+        raise SystemExit("i2tt: ocr --min-confidence needs --page (it leaves out a page's lines)")
 
     kept: list[dict] = []
     if args.resume:
@@ -316,21 +328,25 @@ def run_inference(args, client: I2TTClient) -> int:
     for record in kept:
         writer.write(record)
 
-    failures = 0
+    failures = left_out = 0
     pending: dict[int, dict] = {}
     next_index = 0
 
     def finish(index: int, outcome: Any) -> None:
         # Rows are written in input order as soon as all earlier inputs are done; every
         # input ends (each has a deadline), so no row waits for ever.
-        nonlocal failures, next_index
+        nonlocal failures, next_index, left_out
         if isinstance(outcome, I2TTError):
             failures += 1
-        elif draw_target:
-            drawn = draw_one(str(sources[index]), outcome, index, draw_target, len(sources))
-            if drawn is not None:
-                outcome = drawn
-                failures += 1
+        else:
+            if min_confidence is not None:
+                outcome, dropped = confident_lines(outcome, min_confidence)
+                left_out += dropped
+            if draw_target:
+                drawn = draw_one(str(sources[index]), outcome, index, draw_target, len(sources))
+                if drawn is not None:
+                    outcome = drawn
+                    failures += 1
         pending[index] = row(command, str(sources[index]), outcome)
         while next_index in pending:
             writer.write(pending.pop(next_index))
@@ -355,7 +371,18 @@ def run_inference(args, client: I2TTClient) -> int:
         writer.close()
         if args.output:
             stream.close()
+    if min_confidence is not None:
+        print(f"i2tt: --min-confidence {min_confidence:g} left out {left_out} "
+              f"line{'' if left_out == 1 else 's'}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def confident_lines(page: PageText, threshold: float) -> tuple[PageText, int]:
+    """The page without the lines read with less confidence than ``threshold`` (its text
+    joined again from the lines kept), and how many it left out. A line without a
+    confidence (a server from before CONFIDENCE) is kept: nothing says it is doubtful."""
+    kept = [line for line in page.lines if line.confidence is None or line.confidence >= threshold]
+    return PageText("\n".join(line.text for line in kept), kept), len(page.lines) - len(kept)
 
 
 def draw_one(source: str, result, index: int, target: str, total: int) -> I2TTError | None:
@@ -446,6 +473,13 @@ def output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="i2tt", description="Caption, ground, read and tag images on an I2TT server.")
@@ -467,7 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--page", action="store_true",
                              help="whole pages: find the text lines and read them all "
                                   "(the ocr_page model); rows hold the text and each "
-                                  "line's text and box")
+                                  "line's text, box and confidence")
+            sub.add_argument("--min-confidence", type=probability, metavar="X",
+                             help="with --page: leave out the lines read with a confidence "
+                                  "below X (0..1); says on stderr how many it left out")
         if name in ("ground", "ocr"):
             sub.add_argument("--draw", metavar="OUT.png",
                              help="draw the boxes (entities; with ocr --page, the numbered "

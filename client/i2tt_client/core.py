@@ -436,7 +436,8 @@ class ClientBase:
 
     def caption(self, images, *, prompt: str | None = None, timeout: float | None = None,
                 errors: str = "raise", progress: bool = False, on_result=None):
-        """Caption image(s) with BLIP -> :class:`~i2tt_client.results.Caption`.
+        """Caption image(s) with BLIP -> :class:`~i2tt_client.results.Caption` (the caption
+        and its confidence, 0..1).
 
         ``prompt`` starts the caption (e.g. ``"a photography of"``); images are paths,
         http(s) URLs, bytes, PIL images or numpy arrays.
@@ -446,20 +447,22 @@ class ClientBase:
     def ground(self, images, *, prompt: str | None = None, timeout: float | None = None,
                errors: str = "raise", progress: bool = False, on_result=None):
         """Grounded caption with Kosmos-2 -> :class:`~i2tt_client.results.Grounding`
-        (caption plus entities with normalised boxes). The server's default prompt is
-        ``"<grounding>An image of"``."""
+        (caption plus entities with normalised boxes, and the caption's confidence). The
+        server's default prompt is ``"<grounding>An image of"``."""
         return self._call(ops.ground(prompt), images, timeout, errors, progress, on_result)
 
     def ocr(self, images, *, timeout: float | None = None, errors: str = "raise",
             progress: bool = False, on_result=None):
-        """Read one line of text per image with TrOCR -> :class:`~i2tt_client.results.OCRText`."""
+        """Read one line of text per image with TrOCR -> :class:`~i2tt_client.results.OCRText`
+        (the text and its confidence, 0..1)."""
         return self._call(ops.ocr(), images, timeout, errors, progress, on_result)
 
     def ocr_page(self, images, *, timeout: float | None = None, errors: str = "raise",
                  progress: bool = False, on_result=None):
         """Read whole pages: the server finds the text lines and reads each with TrOCR ->
         :class:`~i2tt_client.results.PageText` (the text, lines in reading order, and each
-        line's text and normalised box). A page without text gives empty text and no lines."""
+        line's text, normalised box and confidence). A page without text gives empty text
+        and no lines."""
         return self._call(ops.ocr_page(), images, timeout, errors, progress, on_result)
 
     def tags(self, texts, *, timeout: float | None = None, errors: str = "raise",
@@ -479,9 +482,10 @@ class ClientBase:
         request (or a list of such dicts), the result a dict of output name -> value.
 
         IMAGE inputs take every image form the typed methods take; other inputs take str
-        or bytes. Outputs of variable shape (like TAGS) come back as lists of strings,
-        the others as strings (JSON outputs stay JSON text). A model served tomorrow is
-        callable today: ``client.infer("t5_tags", {"TEXT": "a dog"})["TAGS"]``.
+        or bytes. Every output comes back (CONFIDENCE too, where the model has it):
+        outputs of variable shape (like TAGS) as lists of strings, numbers (CONFIDENCE)
+        as floats, the others as strings (JSON outputs stay JSON text). A model served
+        tomorrow is callable today: ``client.infer("t5_tags", {"TEXT": "a dog"})["TAGS"]``.
         """
         return self._call(ops.generic(model), inputs, timeout, errors, progress, on_result)
 

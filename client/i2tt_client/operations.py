@@ -99,6 +99,10 @@ def _first(outputs: dict[str, np.ndarray], name: str) -> str:
     return _text(outputs[name].reshape(-1)[0])
 
 
+def _confidence(outputs: dict[str, np.ndarray]) -> float:
+    return float(outputs["CONFIDENCE"].reshape(-1)[0])
+
+
 def _tag_list(outputs: dict[str, np.ndarray]) -> list[str]:
     # Rows are padded to the batch's longest with b"", which is padding, not a tag.
     return [t for t in (_text(v) for v in outputs["TAGS"].reshape(-1).tolist()) if t]
@@ -111,12 +115,16 @@ def variable_outputs(config: dict) -> set[str]:
 
 
 def read_all(response: Any, config: dict) -> dict[str, Any]:
-    """Every output of a one-item response: a string, or a list of strings (padding
-    dropped) for outputs of variable shape."""
+    """Every output of a one-item response: a string, a list of strings (padding dropped)
+    for outputs of variable shape, or a number for a numeric output (CONFIDENCE)."""
     lists = variable_outputs(config)
     values: dict[str, Any] = {}
     for output in response.get_response().outputs:
-        row = [_text(v) for v in response.as_numpy(output.name).reshape(-1).tolist()]
+        array = response.as_numpy(output.name).reshape(-1)
+        if output.datatype != "BYTES":
+            values[output.name] = array[0].item() if len(array) == 1 else array.tolist()
+            continue
+        row = [_text(v) for v in array.tolist()]
         if output.name in lists:
             values[output.name] = [v for v in row if v]
         else:
@@ -149,18 +157,22 @@ def _prompt(prompt: str | None) -> tuple[tuple[str, bytes], ...]:
 
 
 def caption(prompt: str | None = None) -> Operation:
-    return Operation("caption", "blip_caption", "IMAGE", ("CAPTION",),
-                     lambda o: Caption(_first(o, "CAPTION")), _prompt(prompt))
+    return Operation("caption", "blip_caption", "IMAGE", ("CAPTION", "CONFIDENCE"),
+                     lambda o: Caption(_first(o, "CAPTION"), _confidence(o)), _prompt(prompt))
 
 
 def ground(prompt: str | None = None) -> Operation:
-    return Operation("ground", "kosmos2_caption", "IMAGE", ("CAPTION", "ENTITIES"),
-                     lambda o: Grounding(_first(o, "CAPTION"), parse_entities(_first(o, "ENTITIES"))),
-                     _prompt(prompt))
+    def parse(o):
+        return Grounding(_first(o, "CAPTION"), parse_entities(_first(o, "ENTITIES")),
+                         _confidence(o))
+
+    return Operation("ground", "kosmos2_caption", "IMAGE", ("CAPTION", "ENTITIES", "CONFIDENCE"),
+                     parse, _prompt(prompt))
 
 
 def ocr() -> Operation:
-    return Operation("ocr", "trocr_ocr", "IMAGE", ("TEXT",), lambda o: OCRText(_first(o, "TEXT")))
+    return Operation("ocr", "trocr_ocr", "IMAGE", ("TEXT", "CONFIDENCE"),
+                     lambda o: OCRText(_first(o, "TEXT"), _confidence(o)))
 
 
 def ocr_page() -> Operation:

@@ -16,9 +16,11 @@ class Result:
 
 @dataclass(frozen=True)
 class Caption(Result):
-    """A caption from ``blip_caption``."""
+    """A caption from ``blip_caption``; ``confidence`` (0..1) is how sure the model was of
+    it: the geometric mean of its words' (tokens') probabilities."""
 
     caption: str
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,23 +42,28 @@ class Entity(Result):
 
 @dataclass(frozen=True)
 class Grounding(Result):
-    """A grounded caption from ``kosmos2_caption``: the caption and its entities."""
+    """A grounded caption from ``kosmos2_caption``: the caption, its entities, and the
+    caption's ``confidence`` (0..1, as :class:`Caption`'s)."""
 
     caption: str
     entities: list[Entity] = field(default_factory=list)
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
 class OCRText(Result):
-    """The text that ``trocr_ocr`` read from one line of text in an image."""
+    """The text that ``trocr_ocr`` read from one line of text in an image, and how sure it
+    was of it (``confidence``, 0..1: the geometric mean of its tokens' probabilities)."""
 
     text: str
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
 class TextLine(Result):
-    """One line of a page: its text and its box ``(x1, y1, x2, y2)`` normalised to 0..1 of
-    the image's width and height; ``confidence`` where the line finder gives one."""
+    """One line of a page: its text, its box ``(x1, y1, x2, y2)`` normalised to 0..1 of
+    the image's width and height, and ``confidence`` (0..1), how sure the line reader
+    (``trocr_ocr``) was of the text."""
 
     text: str
     box: tuple[float, float, float, float]

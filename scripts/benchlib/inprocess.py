@@ -6,7 +6,9 @@ fp32 (``dtype`` can be changed for a GPU comparison). The generation settings ar
 served ones (max_new_tokens, num_beams, greedy), so both sides do the same work.
 
 The ceiling runs the served code itself (the i2tt_server runners) in batches, without
-Triton: what the hardware can do with no serving overhead at all.
+Triton: what the hardware can do with no serving overhead at all. The same batches again
+with ``confidence`` show what computing CONFIDENCE costs (generate keeping every step's
+scores).
 """
 
 from __future__ import annotations
@@ -148,10 +150,11 @@ class TimedRunner:
 
 def run_batched(target: str, runners: list[TimedRunner], payload: Callable[[int], object],
                 input_name: str, batch_size: int, batches: int, offset: int = 0,
-                warmup: bool = True) -> Row:
+                warmup: bool = True, confidence: bool = False) -> Row:
     """``batches`` batches of ``batch_size`` distinct inputs through the runners; every
     item of a batch gets the batch's latency. ``extra`` splits the time into decoding
-    (parse), generate and the rest of infer (processor, post-processing)."""
+    (parse), generate and the rest of infer (processor, post-processing). ``confidence``:
+    each runner computes CONFIDENCE too (the row's kind is then ``inprocess-confidence``)."""
     def once(base: int) -> dict[str, float]:
         split = {"parse_s": 0.0, "infer_s": 0.0, "generate_s": 0.0}
         values = [payload(base + k) for k in range(batch_size)]
@@ -162,7 +165,7 @@ def run_batched(target: str, runners: list[TimedRunner], payload: Callable[[int]
             items = timed.runner.parse({name: [v.encode() if isinstance(v, str) else v
                                                for v in values]})
             t1 = time.perf_counter()
-            results = timed.runner.infer(items)
+            results = timed.runner.infer(items, confidence)
             t2 = time.perf_counter()
             split["parse_s"] += t1 - t0
             split["infer_s"] += t2 - t1
@@ -182,5 +185,7 @@ def run_batched(target: str, runners: list[TimedRunner], payload: Callable[[int]
             totals[key] += split[key]
     wall = time.perf_counter() - start
     per_batch = {key: round(value / batches, 4) for key, value in totals.items()}
-    return Row(target, "inprocess", f"in-process batched, b={batch_size}", batch_size * batches,
-               wall, latencies, batch_size=batch_size, extra={"per_batch": per_batch})
+    kind, label = ("inprocess-confidence", f"in-process batched, b={batch_size}, with CONFIDENCE") \
+        if confidence else ("inprocess", f"in-process batched, b={batch_size}")
+    return Row(target, kind, label, batch_size * batches, wall, latencies,
+               batch_size=batch_size, extra={"per_batch": per_batch})

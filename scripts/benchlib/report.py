@@ -70,7 +70,8 @@ def find(rows, target, kind, concurrency=None) -> Row | None:
 
 
 def ratios(rows: list[Row], target: str, level: int = 16) -> dict[str, float]:
-    """The three target ratios for one model, plus what batching buys at ``level``."""
+    """The three target ratios for one model, plus what batching buys at ``level`` and
+    what computing CONFIDENCE costs in-process (throughput with it / without, same batch)."""
     seed = find(rows, target, "seed")
     # the single call at the served dtype (the float32 row where that is the served dtype)
     seed_dtype = find(rows, target, "seed-dtype") or seed
@@ -87,6 +88,11 @@ def ratios(rows: list[Row], target: str, level: int = 16) -> dict[str, float]:
         out["single_request_p50"] = single.p(50) / seed_dtype.p(50)
     if served and off:
         out["batching_on_vs_off"] = served.throughput / off.throughput
+    scored = find(rows, target, "inprocess-confidence")
+    plain = [r for r in rows if scored and r.target == target and r.kind == "inprocess"
+             and r.batch_size == scored.batch_size]
+    if plain:
+        out["confidence_cost"] = scored.throughput / plain[0].throughput
     return out
 
 
@@ -115,7 +121,7 @@ def table(rows: list[Row], target: str) -> list[str]:
             steps = {m: v for m, v in row.extra["triton"].items()
                      if m != row.target or len(row.extra["triton"]) == 1}
             batch = " / ".join(f"{v['mean_batch']:g}" for v in steps.values() if v.get("executions"))
-        elif row.kind == "inprocess":
+        elif row.kind.startswith("inprocess"):
             batch = str(row.batch_size)
         speedup = row.throughput / seed.throughput if seed else math.nan
         errors = f" ({row.errors} errors)" if row.errors else ""
@@ -182,6 +188,9 @@ def markdown(rows: list[Row], targets: list[str], info: dict, settings: dict,
         if "batching_on_vs_off" in values:
             out.append(f"| served c={settings.get('ratio_level', 16)}: batching on / off "
                        f"| {values['batching_on_vs_off']:.2f} | (informative) | |")
+        if "confidence_cost" in values:
+            out.append(f"| in-process throughput with CONFIDENCE / without (same inputs) "
+                       f"| {values['confidence_cost']:.3f} | (informative) | |")
         out.append("")
     out += ["## Results", "",
             "Throughput in images (requests) per second; latencies per request as the client "

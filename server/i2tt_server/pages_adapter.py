@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from .runners.base import CONFIDENCE
+from .runners.ocr_page import Reading
 from .triton_adapter import TritonModel
 
 
@@ -29,7 +31,7 @@ RETRY_SECONDS = 30.0  # how long a shed request is retried before its pages fail
 
 
 class BlsLineReader:
-    """PNG crops -> their texts, read by a served line model over BLS."""
+    """PNG crops -> their readings (text and confidence), by a served line model over BLS."""
 
     def __init__(self, pb_utils, model: str, per_request: int = 8):
         self.pb, self.model, self.per_request = pb_utils, model, max(1, per_request)
@@ -37,16 +39,20 @@ class BlsLineReader:
     def request(self, crops: list[bytes]):
         image = self.pb.Tensor("IMAGE", np.array([[crop] for crop in crops], dtype=np.object_))
         return self.pb.InferenceRequest(model_name=self.model, inputs=[image],
-                                        requested_output_names=["TEXT"])
+                                        requested_output_names=["TEXT", CONFIDENCE])
 
-    def texts(self, response, count: int) -> list[str]:
+    def readings(self, response, count: int) -> list[Reading]:
         if response.has_error():
             raise RuntimeError(f"{self.model}: {response.error().message()}")
-        values = self.pb.get_output_tensor_by_name(response, "TEXT").as_numpy().reshape(-1)
-        if len(values) != count:
-            raise RuntimeError(f"{self.model} answered {len(values)} texts for {count} lines")
-        return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
-                for v in values]
+        output = self.pb.get_output_tensor_by_name
+        texts = output(response, "TEXT").as_numpy().reshape(-1)
+        confidences = output(response, CONFIDENCE).as_numpy().reshape(-1)
+        if not len(texts) == len(confidences) == count:
+            raise RuntimeError(f"{self.model} answered {len(texts)} texts and "
+                               f"{len(confidences)} confidences for {count} lines")
+        return [Reading(v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v),
+                        float(c))
+                for v, c in zip(texts, confidences)]
 
     def shed(self, response) -> bool:
         """Refused for overload (queue full), not for the crops: worth sending again."""
@@ -58,20 +64,20 @@ class BlsLineReader:
             return True
         return "queue" in error.message().lower()
 
-    def read(self, crops: list[bytes]) -> list[str]:
+    def read(self, crops: list[bytes]) -> list[Reading]:
         deadline, pause = time.monotonic() + RETRY_SECONDS, 0.05
         while True:
             response = self.request(crops).exec()
             if not self.shed(response) or time.monotonic() + pause > deadline:
-                return self.texts(response, len(crops))
+                return self.readings(response, len(crops))
             time.sleep(pause)
             pause = min(1.0, pause * 2)
 
-    def __call__(self, crops: list[bytes]) -> list[str]:
-        texts: list[str] = []
+    def __call__(self, crops: list[bytes]) -> list[Reading]:
+        readings: list[Reading] = []
         for start in range(0, len(crops), self.per_request):
-            texts += self.read(crops[start:start + self.per_request])
-        return texts
+            readings += self.read(crops[start:start + self.per_request])
+        return readings
 
 
 class PageModel(TritonModel):

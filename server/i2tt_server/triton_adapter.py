@@ -3,10 +3,12 @@
 For each dynamic batch: answer requests whose caller has gone (cancelled) without work,
 decode every request's inputs (a bad one gets its own INVALID_ARG response and is left
 out), run ONE ``runner.infer`` over all good items (which groups them by prompt and makes
-one batched generate per group), then scatter one response per request, in order. If that
-inference raises, the batch is split in halves and each half retried, down to the single
-request that fails, so one poisonous request costs the others only some retries. It never
-raises out of ``execute`` and always returns one response per request.
+one batched generate per group), then scatter one response per request, in order, holding
+the outputs that request asked for (CONFIDENCE is computed only when one of the batch's
+requests asked for it). If that inference raises, the batch is split in halves and each
+half retried, down to the single request that fails, so one poisonous request costs the
+others only some retries. It never raises out of ``execute`` and always returns one
+response per request.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from .errors import InvalidInput
 from .metrics import ModelMetrics
-from .runners.base import Runner
+from .runners.base import CONFIDENCE, Runner
 
 log = logging.getLogger("i2tt_server")
 
@@ -33,8 +35,11 @@ def to_bytes_list(array: np.ndarray) -> list[bytes]:
 
 
 def output_array(values: list) -> np.ndarray:
-    """Per-item output values as a TYPE_STRING tensor: [n, 1] for strings, [n, k] for lists
-    (shorter lists padded with empty strings, which the client drops)."""
+    """Per-item output values as a tensor: TYPE_FP32 [n, 1] for numbers (CONFIDENCE), else
+    TYPE_STRING, [n, 1] for strings, [n, k] for lists (shorter lists padded with empty
+    strings, which the client drops)."""
+    if values and isinstance(values[0], float):
+        return np.array(values, dtype=np.float32).reshape(len(values), 1)
     if values and isinstance(values[0], list):
         width = max(1, max(len(v) for v in values))
         rows = [[s.encode() for s in v] + [b""] * (width - len(v)) for v in values]
@@ -98,6 +103,7 @@ class TritonModel:
         # Tensors are read here, on the backend's thread; decoding (mostly image
         # decompression, which releases the GIL) runs in parallel across requests.
         tensors = [self.read(requests[i]) for i in live]
+        wanted = {i: self.requested(requests[i]) for i in live}
         started = time.perf_counter()
         parsed = list(self.pool.map(self.parse, tensors)) if len(tensors) > 1 \
             else [self.parse(tensors[0])]
@@ -114,7 +120,7 @@ class TritonModel:
             return responses
         self.metrics.executed(sum(len(items) for _, items in owners))
         tokens_before = self.runner.generated_tokens
-        outcomes = self.infer_owners(owners)
+        outcomes = self.infer_owners(owners, any(CONFIDENCE in wanted[i] for i, _ in owners))
         self.metrics.generated(self.runner.generated_tokens - tokens_before)
         failed = 0
         for index, outcome in outcomes.items():
@@ -125,24 +131,27 @@ class TritonModel:
             else:
                 responses[index] = pb.InferenceResponse(output_tensors=[
                     pb.Tensor(name, output_array([r[name] for r in outcome]))
-                    for name in self.runner_class.outputs])
+                    for name in wanted[index]])
         if failed:
             self.metrics.failed(failed)
         return responses
 
-    def infer_owners(self, owners: list[tuple[int, list]]) -> dict[int, list | Exception]:
+    def infer_owners(self, owners: list[tuple[int, list]],
+                     confidence: bool) -> dict[int, list | Exception]:
         """Each request's results, from one inference over all their items; if it raises,
         split the requests in halves and retry each, so only the failing one gets the error."""
         if not owners:
             return {}
         try:
-            results = self.runner.infer([item for _, items in owners for item in items])
+            results = self.runner.infer([item for _, items in owners for item in items],
+                                        confidence)
         except Exception as exc:
             if len(owners) == 1:
                 log.error("%s: inference failed: %s", self.name, traceback.format_exc())
                 return {owners[0][0]: exc}
             middle = len(owners) // 2
-            return {**self.infer_owners(owners[:middle]), **self.infer_owners(owners[middle:])}
+            return {**self.infer_owners(owners[:middle], confidence),
+                    **self.infer_owners(owners[middle:], confidence)}
         outcome, start = {}, 0
         for index, items in owners:
             outcome[index] = results[start:start + len(items)]
@@ -157,6 +166,17 @@ class TritonModel:
             return bool(request.is_cancelled())
         except Exception:  # older Python backends cannot tell (no such method)
             return False
+
+    def requested(self, request) -> list[str]:
+        """The outputs to send back, in the config's order: those the request asked for.
+        Triton fills in the names (measured on 2.51): a caller that names no outputs asks
+        for all of them, CONFIDENCE included; an ensemble's step is asked only for the
+        outputs its output_map names; a BLS request for what it names."""
+        try:
+            asked = set(request.requested_output_names())
+        except AttributeError:  # a backend that cannot tell: every output, as before
+            return list(self.runner_class.outputs)
+        return [name for name in self.runner_class.outputs if name in asked]
 
     def read(self, request) -> dict[str, list[bytes] | None] | Exception:
         try:

@@ -16,7 +16,7 @@ def test_bench_runs_in_process_rows_on_tiny_weights(weights_dir, tmp_path):
     out = tmp_path / "REPORT.md"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--weights", str(weights_dir),
-         "--models", "t5_tags", "--in-process-only", "--seed-requests", "1",
+         "--models", "t5_tags", "trocr_ocr", "--in-process-only", "--seed-requests", "1",
          "--batch-sizes", "2", "--report", str(out), "--work-dir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -32,6 +32,9 @@ def test_bench_runs_in_process_rows_on_tiny_weights(weights_dir, tmp_path):
         assert (f"| seed-style in-process, {served} (served dtype), {threads}, one at a time | 1 |"
                 in result.stdout)
     assert f"| in-process batched, b=2, {served}, " in result.stdout
+    # what CONFIDENCE costs: the same batch again computing it, for the models that have it
+    assert f"| in-process batched, b=2, with CONFIDENCE, {served}, " in result.stdout
+    assert result.stdout.count("with CONFIDENCE / without (same inputs): ") == 1  # trocr_ocr
     text = out.read_text()
     assert "## Machine" in text and "in-process batched, b=2" in text
     assert out.with_suffix(".png").is_file() and out.with_suffix(".json").is_file()

@@ -22,7 +22,7 @@ from PIL import Image
 
 from i2tt_client.cli import main
 from i2tt_server.launcher import free_port
-from triton_calls import TEXTS, requests_seen
+from triton_calls import TEXTS, requests_seen, same_confidence
 
 I2TT = Path(sys.executable).parent / "i2tt"
 
@@ -52,14 +52,19 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_caption_folder_as_text(server, photos, reference, capsys):
+def test_caption_folder_as_text(server, triton, photos, reference, capsys):
     code, out, _ = run(capsys, "caption", str(photos))
     assert code == 0
     blocks = out.strip().split("\n")
     expected = [("a/example1.jpg", "example1.jpg"), ("b/c/human1.png", "human1.png"),
                 ("b/example2.png", "example2.png")]  # sorted paths, notes.txt skipped
-    assert blocks == [line for rel, name in expected for line in
-                      (str(photos / rel), "  caption: " + reference["blip_caption"][name]["CAPTION"])]
+    assert blocks[0::3] == [str(photos / rel) for rel, _ in expected]
+    assert blocks[1::3] == ["  caption: " + reference["blip_caption"][name]["CAPTION"]
+                            for _, name in expected]
+    assert [b.startswith("  confidence: ") for b in blocks[2::3]] == [True] * 3
+    assert [float(b.split(": ")[1]) for b in blocks[2::3]] == [
+        same_confidence(reference["blip_caption"][name], "blip_caption", triton.device, abs=5e-4)
+        for _, name in expected]
 
 
 def test_describe_output_jsonl_errors_and_resume(server, triton, photos, tmp_path, reference,
@@ -105,23 +110,29 @@ def test_csv_output_and_resume(server, triton, photos, tmp_path, reference, caps
     rows = list(csv.DictReader(output.open(newline="")))
     assert [r["input"] for r in rows] == [image, str(tmp_path / "missing.png")]
     assert rows[0]["text"] == reference["trocr_ocr"]["example2.png"]["TEXT"] and not rows[0]["error"]
-    assert "no such file" in rows[1]["error"]
+    assert float(rows[0]["confidence"]) == same_confidence(
+        reference["trocr_ocr"]["example2.png"], "trocr_ocr", triton.device)
+    assert "no such file" in rows[1]["error"] and rows[1]["confidence"] == ""
     before = requests_seen(triton, "trocr_ocr")
     assert run(capsys, "ocr", image, "-o", str(output), "--resume")[0] == 0
     assert requests_seen(triton, "trocr_ocr") == before
     assert list(csv.DictReader(output.open(newline="")))[0] == rows[0]
 
 
-def test_json_format_urls_and_stdin(server, image_http, photos, reference, monkeypatch, capsys):
+def test_json_format_urls_and_stdin(server, triton, image_http, photos, reference, monkeypatch,
+                                    capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{photos / 'b' / 'example2.png'}\n\n"))
     code, out, _ = run(capsys, "caption", "-", "--url", image_http + "human1.png",
                        "--format", "json")
     assert code == 0
+    want = {name: reference["blip_caption"][name] for name in ("example2.png", "human1.png")}
     assert json.loads(out) == [
         {"input": str(photos / "b" / "example2.png"), "error": None,
-         "caption": reference["blip_caption"]["example2.png"]["CAPTION"]},
+         "caption": want["example2.png"]["CAPTION"],
+         "confidence": same_confidence(want["example2.png"], "blip_caption", triton.device)},
         {"input": image_http + "human1.png", "error": None,
-         "caption": reference["blip_caption"]["human1.png"]["CAPTION"]}]
+         "caption": want["human1.png"]["CAPTION"],
+         "confidence": same_confidence(want["human1.png"], "blip_caption", triton.device)}]
 
 
 def test_tags_from_arguments_and_stdin(server, reference, monkeypatch, capsys):
@@ -132,7 +143,8 @@ def test_tags_from_arguments_and_stdin(server, reference, monkeypatch, capsys):
         {"input": t, "tags": reference["t5_tags"][t]["TAGS"], "error": None} for t in TEXTS]
 
 
-def test_ground_draw_writes_pngs_of_the_input_size(server, photos, tmp_path, reference, capsys):
+def test_ground_draw_writes_pngs_of_the_input_size(server, triton, photos, tmp_path, reference,
+                                                    capsys):
     image = photos / "b" / "c" / "human1.png"
     out_png = tmp_path / "boxes.png"
     code, out, _ = run(capsys, "ground", str(image), "--draw", str(out_png), "--format", "jsonl")
@@ -140,6 +152,8 @@ def test_ground_draw_writes_pngs_of_the_input_size(server, photos, tmp_path, ref
     row = json.loads(out)
     assert row["caption"] == reference["kosmos2_caption"]["human1.png"]["CAPTION"]
     assert row["entities"] == reference["kosmos2_caption"]["human1.png"]["ENTITIES"]
+    assert row["confidence"] == same_confidence(reference["kosmos2_caption"]["human1.png"],
+                                                "kosmos2_caption", triton.device)
     with Image.open(out_png) as drawn:
         assert drawn.format == "PNG"
         assert drawn.size == Image.open(image).size

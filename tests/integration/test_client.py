@@ -23,7 +23,7 @@ from i2tt_server.launcher import free_port
 import tritonclient.grpc as grpcclient
 from i2tt_client.inputs import image_bytes
 from testdata import configs
-from triton_calls import SLOW_SECONDS, TEXTS, direct_infer, settled_statistics
+from triton_calls import SLOW_SECONDS, TEXTS, direct_infer, same_confidence, settled_statistics
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,9 @@ def test_caption_list_keeps_input_order_and_is_batched(client, triton, seed_dir,
     assert all(isinstance(r, Caption) for r in results)
     assert [r.caption for r in results] == [reference["blip_caption"][n]["CAPTION"] for n in names]
     assert len({r.caption for r in results}) > 1, "distinct images should caption differently"
+    assert [r.confidence for r in results] == [
+        same_confidence(reference["blip_caption"][n], "blip_caption", triton.device) for n in names]
+    assert all(0 < r.confidence <= 1 for r in results)
 
     # Images the response cache has not seen, so every request reaches the batcher.
     images = fresh_images(5)
@@ -96,26 +99,33 @@ def test_every_image_input_kind_gives_the_same_caption(client, seed_dir, seed_im
     assert {kind: r.caption for kind, r in zip(kinds, results)} == {k: expected for k in kinds}
 
 
-def test_single_input_gives_a_single_result(client, seed_images, reference):
+def test_single_input_gives_a_single_result(client, triton, seed_images, reference):
     result = client.caption(seed_images["example2.png"])
-    assert result == Caption(reference["blip_caption"]["example2.png"]["CAPTION"])
-    assert json.loads(result.to_json()) == {"caption": result.caption}
+    want = reference["blip_caption"]["example2.png"]
+    assert result == Caption(want["CAPTION"], same_confidence(want, "blip_caption", triton.device))
+    assert json.loads(result.to_json()) == {"caption": result.caption,
+                                            "confidence": result.confidence}
 
 
-def test_ground_matches_direct_calls(client, seed_dir, reference):
+def test_ground_matches_direct_calls(client, triton, seed_dir, reference):
     names = ["human1.png", "example1.jpg"]
     results = client.ground([seed_dir / n for n in names])
     for name, result in zip(names, results):
+        want = reference["kosmos2_caption"][name]
         assert isinstance(result, Grounding)
-        assert result.caption == reference["kosmos2_caption"][name]["CAPTION"]
-        assert entities(result) == reference["kosmos2_caption"][name]["ENTITIES"]
+        assert result.caption == want["CAPTION"]
+        assert entities(result) == want["ENTITIES"]
+        assert result.confidence == same_confidence(want, "kosmos2_caption", triton.device)
         assert json.loads(result.to_json())["caption"] == result.caption
 
 
-def test_ocr_matches_direct_calls(client, seed_dir, reference):
+def test_ocr_matches_direct_calls(client, triton, seed_dir, reference):
     names = ["example2.png", "example1.jpg"]
     results = client.ocr([str(seed_dir / n) for n in names])
-    assert results == [OCRText(reference["trocr_ocr"][n]["TEXT"]) for n in names]
+    want = [reference["trocr_ocr"][n] for n in names]
+    assert results == [OCRText(w["TEXT"], same_confidence(w, "trocr_ocr", triton.device))
+                       for w in want]
+    assert results[0].confidence != results[1].confidence
 
 
 def test_tags_match_direct_calls_without_padding(client, reference):
@@ -137,7 +147,7 @@ def test_per_item_errors_keep_the_other_results(client, seed_images, image_http,
     inputs = [seed_images["example1.jpg"], junk(), "/no/such/file.png",
               image_http + "missing.png", np.zeros((2, 2, 7), np.uint8)]
     results = client.caption(inputs, errors="return")
-    assert results[0] == Caption(reference["blip_caption"]["example1.jpg"]["CAPTION"])
+    assert results[0].caption == reference["blip_caption"]["example1.jpg"]["CAPTION"]
     assert all(isinstance(r, InvalidInputError) for r in results[1:])
     assert [r.index for r in results[1:]] == [1, 2, 3, 4]
     assert "not a decodable image" in results[1].reason and results[1].model == "blip_caption"
@@ -222,7 +232,7 @@ def test_async_client(triton, seed_dir, seed_images, reference):
     assert single == Tags(reference["t5_tags"][TEXTS[1]]["TAGS"])
 
 
-def test_generic_infer_reaches_every_served_model(client, seed_images, reference):
+def test_generic_infer_reaches_every_served_model(client, triton, seed_images, reference):
     # Any model in the repository is callable without a typed method of its own.
     for name, config in configs().items():
         inputs = {i.name: seed_images["example1.jpg"] if i.name == "IMAGE" else TEXTS[0]
@@ -232,6 +242,8 @@ def test_generic_infer_reaches_every_served_model(client, seed_images, reference
     assert client.infer("t5_tags", {"TEXT": TEXTS[0]}) == {"TAGS": reference["t5_tags"][TEXTS[0]]["TAGS"]}
     got = client.infer("kosmos2_caption", [{"IMAGE": seed_images["human1.png"], "PROMPT": None}])
     want = reference["kosmos2_caption"]["human1.png"]
-    assert got == [{"CAPTION": want["CAPTION"], "ENTITIES": json.dumps(want["ENTITIES"])}]
+    # naming no outputs, it is sent every one, CONFIDENCE (a float) too
+    assert got == [{"CAPTION": want["CAPTION"], "ENTITIES": json.dumps(want["ENTITIES"]),
+                    "CONFIDENCE": same_confidence(want, "kosmos2_caption", triton.device)}]
     with pytest.raises(InvalidInputError, match="dict of input name"):
         client.infer("t5_tags", ["not a dict"])

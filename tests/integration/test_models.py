@@ -7,6 +7,7 @@ import json
 
 import pytest
 from PIL import Image
+import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 import reference
@@ -14,7 +15,8 @@ from i2tt_server.runners import RUNNERS
 from i2tt_server.runners.base import auto_dtype
 from i2tt_server.runners.kosmos2 import entities_json
 from i2tt_server.text import clean_caption, clean_tags
-from triton_calls import CONFIGS, infer, infer_concurrently, settled_statistics
+from triton_calls import (CONFIGS, OUTPUTS, infer, infer_concurrently, settled_statistics,
+                          string_input, tolerance, within)
 
 
 def variant(data: bytes, index: int, salt: int = 0) -> bytes:
@@ -38,17 +40,20 @@ def images(seed_images):
 def expected(model, weights_dir, device, image=None, prompt=None, text=None) -> dict:
     """What the plain transformers reference answers on ``device`` at the dtype the served
     model picks there (``dtype: auto``: bfloat16 on CPUs with native bfloat16, float32 on
-    other CPUs, half precision on GPUs), cleaned as the served model cleans."""
+    other CPUs, half precision on GPUs), cleaned as the served model cleans: every output,
+    CONFIDENCE too."""
     folder = weights_dir / RUNNERS[model].default_folder()
     on = {"dtype": auto_dtype(device, RUNNERS[model].gpu_dtype), "device": device}
     if model == "blip_caption":
-        return {"CAPTION": clean_caption(reference.blip_caption(folder, image, prompt, **on))}
+        caption, confidence = reference.blip_caption(folder, image, prompt, **on)
+        return {"CAPTION": clean_caption(caption), "CONFIDENCE": confidence}
     if model == "kosmos2_caption":
-        caption, entities = reference.kosmos2_caption(folder, image, prompt or "<grounding>An image of",
-                                                      **on)
-        return {"CAPTION": caption, "ENTITIES": entities_json(entities)}
+        caption, entities, confidence = reference.kosmos2_caption(
+            folder, image, prompt or "<grounding>An image of", **on)
+        return {"CAPTION": caption, "ENTITIES": entities_json(entities), "CONFIDENCE": confidence}
     if model == "trocr_ocr":
-        return {"TEXT": reference.trocr_text(folder, image, **on)}
+        text, confidence = reference.trocr_text(folder, image, **on)
+        return {"TEXT": text, "CONFIDENCE": confidence}
     if model == "t5_tags":
         return {"TAGS": clean_tags(reference.t5_raw_tags(folder, text, **on))}
     raise ValueError(model)
@@ -66,26 +71,51 @@ def test_seed_images_single_and_batched_equal_reference(grpc_client, triton, wei
                                                         model):
     names = sorted(seed_images)
     data = [seed_images[n] for n in names]
-    single = [infer(grpc_client, model, IMAGE=[d])[0] for d in data]
-    batched = infer(grpc_client, model, IMAGE=data)  # one request holding three images
+    outputs = OUTPUTS[model]  # CONFIDENCE included
+    single = [infer(grpc_client, model, outputs, IMAGE=[d])[0] for d in data]
+    batched = infer(grpc_client, model, outputs, IMAGE=data)  # one request holding three images
     want = [expected(model, weights_dir, triton.device, image=d) for d in data]
-    assert single == want
-    assert batched == want
+    assert single == within(want, tolerance(model, triton.device))
+    assert batched == within(want, tolerance(model, triton.device))
+    confidences = [row["CONFIDENCE"] for row in batched]
+    assert all(0 < c <= 1 for c in confidences)
+    assert len({round(c, 4) for c in confidences}) > 1, "inputs should differ in confidence"
+    # a caller that does not ask for CONFIDENCE gets what it got before it existed
+    plain = infer(grpc_client, model, IMAGE=data)
+    assert plain == [{k: v for k, v in row.items() if k != "CONFIDENCE"} for row in batched]
+
+
+def test_each_caller_gets_the_outputs_it_named(grpc_client, seed_images):
+    image = string_input("IMAGE", [seed_images["example2.png"]])
+
+    def answered(model, names):
+        outputs = None if names is None else [grpcclient.InferRequestedOutput(n) for n in names]
+        response = grpc_client.infer(model, [image], outputs=outputs).get_response()
+        return {o.name: o.datatype for o in response.outputs}
+
+    # naming no outputs asks for every one (Triton fills them in), CONFIDENCE included
+    assert answered("trocr_ocr", None) == {"TEXT": "BYTES", "CONFIDENCE": "FP32"}
+    assert answered("trocr_ocr", ["TEXT"]) == {"TEXT": "BYTES"}
+    assert answered("trocr_ocr", ["CONFIDENCE"]) == {"CONFIDENCE": "FP32"}
+    # the ensemble's steps are asked only for what it maps: caption_tags is as it was
+    assert answered("caption_tags", None) == {"CAPTION": "BYTES", "TAGS": "BYTES"}
 
 
 def test_blip_prompts_mixed_in_one_batch(grpc_client, triton, weights_dir, images):
     prompts = ["a photography of", "", "a picture of the", "a photography of", "", "x"]
     requests = [{"IMAGE": [img], "PROMPT": [p] if p else None} for img, p in zip(images, prompts)]
-    results = infer_concurrently(grpc_client, "blip_caption", requests)
+    results = infer_concurrently(grpc_client, "blip_caption", requests, OUTPUTS["blip_caption"])
     want = [expected("blip_caption", weights_dir, triton.device, image=img, prompt=p or None)
             for img, p in zip(images, prompts)]
-    assert [r[0] for r in results] == want
+    assert [r[0] for r in results] == within(want, tolerance("blip_caption", triton.device))
 
 
 def test_kosmos2_custom_prompt(grpc_client, triton, weights_dir, images):
-    got = infer(grpc_client, "kosmos2_caption", IMAGE=[images[0]], PROMPT=["<grounding>A photo of"])
-    assert got == [expected("kosmos2_caption", weights_dir, triton.device, image=images[0],
-                            prompt="<grounding>A photo of")]
+    got = infer(grpc_client, "kosmos2_caption", OUTPUTS["kosmos2_caption"], IMAGE=[images[0]],
+                PROMPT=["<grounding>A photo of"])
+    assert got == within([expected("kosmos2_caption", weights_dir, triton.device, image=images[0],
+                                   prompt="<grounding>A photo of")],
+                         tolerance("kosmos2_caption", triton.device))
     entities = json.loads(got[0]["ENTITIES"])
     assert isinstance(entities, list)
 
@@ -103,14 +133,16 @@ def test_t5_tags_single_and_batched(grpc_client, triton, weights_dir):
 def test_concurrent_requests_are_batched(grpc_client, triton, seed_images, model):
     images = fresh_images(seed_images, 1)
     before = settled_statistics(triton, model)
-    results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images])
+    results = infer_concurrently(grpc_client, model, [{"IMAGE": [img]} for img in images],
+                                 OUTPUTS[model])
     after = settled_statistics(triton, model)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == len(images)
     assert executions < inferences, f"{executions} executions for {inferences} inferences"
-    alone = [infer(grpc_client, model, IMAGE=[img]) for img in images]
-    assert results == alone
+    # batched or alone, the same answers; confidences (ocr_page: its lines') within tolerance
+    alone = [infer(grpc_client, model, OUTPUTS[model], IMAGE=[img])[0] for img in images]
+    assert [rows[0] for rows in results] == within(alone, tolerance(model, triton.device))
 
 
 def test_corrupt_image_in_a_batch_fails_alone(grpc_client, triton, seed_images):

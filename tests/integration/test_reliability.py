@@ -70,7 +70,7 @@ def timed_call(client, image: bytes, deadline_s: float) -> tuple[str, float]:
         result = client.infer("caption_tags", [string_input("IMAGE", [image])],
                               outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS["caption_tags"]],
                               client_timeout=deadline_s, timeout=int(deadline_s * 0.8 * 1e6))
-        decode("caption_tags", result)
+        decode("caption_tags", result, OUTPUTS["caption_tags"])
         status = "OK"
     except InferenceServerException as exc:
         status = exc.status() or "?"
@@ -274,7 +274,7 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(weights_dir, seed_images
         client = grpcclient.InferenceServerClient(server.grpc_url)
         for index in range(len(results)):
             def callback(result, error, index=index):
-                results[index] = error if error is not None else decode("caption_tags", result)
+                results[index] = error if error is not None else decode("caption_tags", result, OUTPUTS["caption_tags"])
                 done.release()
             client.async_infer("caption_tags", [string_input("IMAGE", [images[index % len(images)]])],
                                callback, outputs=[grpcclient.InferRequestedOutput(n)

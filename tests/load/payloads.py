@@ -218,7 +218,13 @@ def check_tags(result, name: str) -> None:
         raise BadResponse(f"{name} holds non-bytes values")
 
 
+def check_confidence(result, name: str) -> None:
+    value = float(output(result, name)[0, 0])
+    if not 0 < value <= 1:
+        raise BadResponse(f"{name} is {value}, not a probability")
+
+
 # Output name -> its check; outputs not listed need only the right shape (a random TrOCR
 # may read nothing sensible, but it must answer one TEXT per request).
 CHECKS = {"CAPTION": nonempty_text, "ENTITIES": check_json_list, "LINES": check_json_list,
-          "TAGS": check_tags}
+          "TAGS": check_tags, "CONFIDENCE": check_confidence}

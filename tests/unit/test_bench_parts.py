@@ -39,8 +39,12 @@ def test_ratios_and_report_on_synthetic_rows(tmp_path):
             row("inprocess", "b=8", 8, 4.0, 4.0, batch=8),
             row("served", "on c=1", 4, 8.4, 2.1),
             row("served", "on c=16", 16, 7.0, 7.0, concurrency=16),
-            row("served-nobatch", "off c=16", 16, 30.0, 28.0, concurrency=16)]
+            row("served-nobatch", "off c=16", 16, 30.0, 28.0, concurrency=16),
+            row("inprocess-confidence", "b=8 with CONFIDENCE", 8, 4.2, 4.2, batch=8)]
     values = report.ratios(rows, "caption_tags")
+    # the confidence row is no ceiling: only the plain in-process row of its batch size is
+    assert round(values["confidence_cost"], 3) == round(4.0 / 4.2, 3)
+    assert report.best_inprocess(rows, "caption_tags").kind == "inprocess"
     assert round(values["speedup_vs_seed"], 2) == round((16 / 7) / 0.5, 2)
     assert round(values["fraction_of_ceiling"], 3) == round((16 / 7) / 2, 3)
     assert round(values["single_request_p50"], 2) == 1.05
@@ -51,3 +55,4 @@ def test_ratios_and_report_on_synthetic_rows(tmp_path):
     text = report.markdown(rows, ["caption_tags"], report.machine(), {"ratio_level": 16},
                            "plot.png", ["a note"])
     assert "| on c=16 |" in text and "a note" in text and "cores" in text
+    assert "| in-process throughput with CONFIDENCE / without (same inputs) | 0.952 |" in text

@@ -1,7 +1,8 @@
 """ocr_page's BlsLineReader with a stand-in for the business-logic-scripting surface of
 triton_python_backend_utils (which exists only inside the backend stub): crops go out in
-batched requests of ``per_request``, one at a time, and come back in order; a request the
-line model sheds is sent again, any other error fails the call."""
+batched requests of ``per_request``, one at a time, asking for TEXT and CONFIDENCE, and
+their readings come back in order; a request the line model sheds is sent again, any other
+error fails the call."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import numpy as np
 import pytest
 
 from i2tt_server.pages_adapter import BlsLineReader
+from i2tt_server.runners.ocr_page import Reading
 
 
 def fake_bls(answer):
-    """``answer(crops) -> list of texts | ("error", code, message)`` plays the line model;
-    every request's crops are recorded in ``pb.sent``."""
+    """``answer(crops) -> list of (text, confidence) | ("error", code, message)`` plays the
+    line model; every request's crops are recorded in ``pb.sent``."""
     pb = types.SimpleNamespace(sent=[])
 
     class TritonError:
@@ -31,8 +33,8 @@ def fake_bls(answer):
             return self._message
 
     class Response:
-        def __init__(self, texts=None, error=None):
-            self.texts, self._error = texts, error
+        def __init__(self, outputs=None, error=None):
+            self.outputs, self._error = outputs, error
 
         def has_error(self):
             return self._error is not None
@@ -49,7 +51,8 @@ def fake_bls(answer):
 
     class InferenceRequest:
         def __init__(self, model_name, inputs, requested_output_names):
-            assert model_name == "trocr_ocr" and requested_output_names == ["TEXT"]
+            assert model_name == "trocr_ocr"
+            assert requested_output_names == ["TEXT", "CONFIDENCE"]
             (image,) = inputs
             assert image.name == "IMAGE" and image.array.shape[1:] == (1,)
             self.crops = list(image.array[:, 0])
@@ -59,21 +62,25 @@ def fake_bls(answer):
             result = answer(self.crops)
             if isinstance(result, tuple):
                 return Response(error=TritonError(*result[1:]))
-            return Response(texts=np.array([[t.encode()] for t in result], dtype=np.object_))
+            # as trocr_ocr answers: TEXT as bytes, CONFIDENCE as float32, [n, 1] each
+            return Response({"TEXT": np.array([[t.encode()] for t, _ in result], dtype=np.object_),
+                             "CONFIDENCE": np.array([[c] for _, c in result], dtype=np.float32)})
 
     pb.TritonError, pb.Tensor, pb.InferenceRequest = TritonError, Tensor, InferenceRequest
-    pb.get_output_tensor_by_name = lambda response, name: Tensor(name, response.texts)
+    pb.get_output_tensor_by_name = lambda response, name: Tensor(name, response.outputs[name])
     return pb
 
 
 def read(crops):
-    return [crop.decode().upper() for crop in crops]
+    return [(crop.decode().upper(), 1 / len(crop)) for crop in crops]
 
 
 def test_crops_go_in_batched_requests_and_come_back_in_order():
     pb = fake_bls(read)
     crops = [f"line {i}".encode() for i in range(20)]
-    assert BlsLineReader(pb, "trocr_ocr", per_request=8)(crops) == [f"LINE {i}" for i in range(20)]
+    readings = BlsLineReader(pb, "trocr_ocr", per_request=8)(crops)
+    assert readings == [(f"LINE {i}", pytest.approx(1 / len(f"line {i}"))) for i in range(20)]
+    assert all(isinstance(r, Reading) and type(r.confidence) is float for r in readings)
     assert [len(sent) for sent in pb.sent] == [8, 8, 4]
     assert BlsLineReader(pb, "trocr_ocr")([]) == []
 
@@ -81,14 +88,14 @@ def test_crops_go_in_batched_requests_and_come_back_in_order():
 def test_a_shed_request_is_sent_again():
     refusals = iter([("error", "UNAVAILABLE", "Exceeds maximum queue size")])
     pb = fake_bls(lambda crops: next(refusals, None) or read(crops))
-    assert BlsLineReader(pb, "trocr_ocr", per_request=4)([b"a", b"b"]) == ["A", "B"]
+    assert BlsLineReader(pb, "trocr_ocr", per_request=4)([b"a", b"b"]) == [("A", 1.0), ("B", 1.0)]
     assert pb.sent == [[b"a", b"b"], [b"a", b"b"]]
 
 
 @pytest.mark.parametrize("answer,message", [
     (lambda crops: ("error", "INVALID_ARG", "IMAGE is not a decodable image"),
      "trocr_ocr: IMAGE is not a decodable image"),
-    (lambda crops: read(crops)[:-1], "trocr_ocr answered 1 texts for 2 lines"),
+    (lambda crops: read(crops)[:-1], "trocr_ocr answered 1 texts and 1 confidences for 2 lines"),
 ])
 def test_other_errors_fail_the_call_at_once(answer, message):
     pb = fake_bls(answer)

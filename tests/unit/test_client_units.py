@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2tt_client import Entity, Grounding, InvalidInputError, Tags
-from i2tt_client.cli import expand_images, read_rows, restore, row
+from i2tt_client import Caption, Entity, Grounding, InvalidInputError, PageText, Tags, TextLine
+from i2tt_client.cli import confident_lines, expand_images, read_rows, restore, row, text_block
 from i2tt_client.draw import draw_grounding
 from i2tt_client.errors import (DeadlineExceededError, ServerError, UnavailableError,
                                 from_triton)
 from i2tt_client.inputs import image_bytes, is_batch
-from i2tt_client.operations import parse_entities
+from i2tt_client.operations import parse_entities, parse_lines
 from tritonclient.utils import InferenceServerException
 
 
@@ -62,12 +62,35 @@ def test_grpc_status_becomes_a_typed_error():
 
 def test_results_serialise_to_json():
     grounding = Grounding("a dog", parse_entities(
-        '[{"phrase": "a dog", "span": [0, 5], "boxes": [[0.1, 0.2, 0.5, 0.9]]}]'))
+        '[{"phrase": "a dog", "span": [0, 5], "boxes": [[0.1, 0.2, 0.5, 0.9]]}]'), 0.75)
     assert grounding.entities == [Entity("a dog", (0, 5), [(0.1, 0.2, 0.5, 0.9)])]
     assert json.loads(grounding.to_json()) == {
         "caption": "a dog", "entities": [{"phrase": "a dog", "span": [0, 5],
-                                          "boxes": [[0.1, 0.2, 0.5, 0.9]]}]}
+                                          "boxes": [[0.1, 0.2, 0.5, 0.9]]}],
+        "confidence": 0.75}
     assert grounding.entities[0].pixel_boxes(100, 10) == [(10, 2, 50, 9)]
+
+
+def test_confidence_in_rows_text_and_csv():
+    record = row("caption", "p.jpg", Caption("a dog", 0.25))
+    assert record == {"input": "p.jpg", "caption": "a dog", "confidence": 0.25, "error": None}
+    assert text_block("caption", record) == "p.jpg\n  caption: a dog\n  confidence: 0.250\n"
+    assert restore({"input": "p.jpg", "caption": "a dog", "confidence": "0.25", "error": ""},
+                   "caption", "csv") == record
+    (line,) = parse_lines('[{"text": "hi", "box": [0, 0, 1, 0.5], "confidence": 0.5}]')
+    page = row("ocr_page", "page.png", PageText("hi", [line]))
+    assert text_block("ocr_page", page) == "page.png\n  - [0.000, 0.000, 1.000, 0.500] (0.500) hi\n"
+
+
+def test_min_confidence_leaves_out_doubtful_lines_and_counts_them():
+    box = (0.0, 0.0, 1.0, 0.1)
+    page = PageText("sure\ndoubtful\nunknown", [TextLine("sure", box, 0.9),
+                                                  TextLine("doubtful", box, 0.2),
+                                                  TextLine("unknown", box)])
+    kept, left_out = confident_lines(page, 0.5)
+    assert left_out == 1
+    assert kept == PageText("sure\nunknown", [page.lines[0], page.lines[2]])
+    assert confident_lines(page, 0.0) == (page, 0)
 
 
 def test_draw_keeps_the_size_and_marks_the_boxes():

@@ -21,7 +21,7 @@ from i2tt_server.weights.synthetic import BUILDERS
 from testdata import REPOSITORY, configs
 from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
-STRING = 13  # TYPE_STRING
+STRING, FP32 = 13, 11  # TYPE_STRING, TYPE_FP32
 PYTHON_MODELS = sorted(name for name, c in configs().items() if c.backend == "python")
 ENSEMBLES = sorted(name for name, c in configs().items() if c.platform == "ensemble")
 
@@ -65,12 +65,24 @@ def test_wire_contract_types_and_shapes(name):
     config = configs()[name]
     assert config.name == name
     assert config.max_batch_size >= 1
-    for tensor in [*config.input, *config.output]:
-        assert tensor.data_type == STRING, tensor.name
     for tensor in config.input:
+        assert tensor.data_type == STRING, tensor.name
         assert list(tensor.dims) == [1], tensor.name  # one encoded image or text per item
     for tensor in config.output:
-        assert list(tensor.dims) in ([1], [-1]), tensor.name
+        if tensor.name == "CONFIDENCE":  # the one number: a float per item
+            assert (tensor.data_type, list(tensor.dims)) == (FP32, [1])
+        else:
+            assert tensor.data_type == STRING, tensor.name
+            assert list(tensor.dims) in ([1], [-1]), tensor.name
+
+
+def test_the_models_that_read_or_caption_images_offer_confidence():
+    offering = {name for name, config in configs().items()
+                if "CONFIDENCE" in {o.name for o in config.output}}
+    assert offering == {"blip_caption", "kosmos2_caption", "trocr_ocr"}
+    # ensembles pass on only what they were built to: caption_tags is as it was
+    assert all("CONFIDENCE" not in dict(step.output_map)
+               for name in ENSEMBLES for step in configs()[name].ensemble_scheduling.step)
 
 
 @pytest.mark.parametrize("name", PYTHON_MODELS)

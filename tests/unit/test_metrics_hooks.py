@@ -122,7 +122,7 @@ def test_internal_errors_are_counted_per_request(weights_dir, monkeypatch):
     FakeMetricFamily.exported = {}
     model = adapter(T5Tagger, weights_dir)
     try:
-        def broken(items):
+        def broken(items, confidence=False):
             raise RuntimeError("device lost")
 
         monkeypatch.setattr(model.runner, "infer", broken)

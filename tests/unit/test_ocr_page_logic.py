@@ -1,5 +1,5 @@
 """ocr_page's page logic without Triton: line finding on rendered pages, the lines limit,
-polarity, and assembling TEXT and LINES from the line reader's texts."""
+polarity, and assembling TEXT and LINES from the line reader's texts and confidences."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import pytest
 
 import pages
 from i2tt_server.errors import InvalidInput
-from i2tt_server.lines import find_tessdata, normalise_polarity
+from i2tt_server.lines import find_tessdata
+from i2tt_server.page_cleanup import normalise_polarity
 from i2tt_server.pages_adapter import PageModel
 from i2tt_server.runners import PageReader
-from i2tt_server.runners.ocr_page import PageSettings
+from i2tt_server.runners.ocr_page import PageSettings, Reading
 from test_triton_adapter import fake_pb_utils, request
 
 
-def numbered(crops: list[bytes]) -> list[str]:
-    """A line reader that names each crop by its place in the call."""
-    return [f"line {i}" for i in range(len(crops))]
+def numbered(crops: list[bytes]) -> list[Reading]:
+    """A line reader that names each crop by its place in the call, and is less sure of
+    each line than of the one before."""
+    return [Reading(f"line {i}", 1 / (i + 1)) for i in range(len(crops))]
 
 
 def test_lines_of_several_pages_are_read_in_one_call_and_split_back():
@@ -37,6 +39,8 @@ def test_lines_of_several_pages_are_read_in_one_call_and_split_back():
     first, empty, last = results
     assert first["TEXT"] == "\n".join(f"line {i}" for i in range(5))
     assert [line["text"] for line in json.loads(last["LINES"])] == [f"line {i}" for i in range(5, 17)]
+    assert [line["confidence"] for line in json.loads(last["LINES"])] == \
+        [round(1 / (i + 1), 6) for i in range(5, 17)]  # each line keeps its own reading's
     assert empty == {"TEXT": "", "LINES": "[]"}
     for page, result in zip(sent, results):
         boxes = [tuple(line["box"]) for line in json.loads(result["LINES"])]

@@ -18,6 +18,14 @@ from i2tt_server.runners.kosmos2 import entities_json
 DTYPES = ["float32", "bfloat16"]
 
 
+def assert_confidences(got: list[float], want: list[float], dtype: str) -> None:
+    """Each confidence within the tolerance of the reference's, a probability, and not the
+    same for every input (tiny random weights still tell inputs apart)."""
+    assert got == pytest.approx(want, rel=reference.confidence_tolerance(dtype))
+    assert all(0 < c <= 1 for c in got)
+    assert len({round(c, 4) for c in got}) > 1, "confidences should differ between inputs"
+
+
 def png(color, size=(48, 32)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "PNG")
@@ -36,36 +44,58 @@ def runner(cls, weights_dir, **params):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_blip_groups_prompts_and_matches_reference(weights_dir, images, dtype):
-    blip = runner(BlipCaptioner, weights_dir, dtype=dtype)
+@pytest.mark.parametrize("beams", [1, 3])  # tiny BLIP's rows end at different steps
+def test_blip_groups_prompts_and_matches_reference(weights_dir, images, dtype, beams):
+    blip = runner(BlipCaptioner, weights_dir, dtype=dtype, num_beams=str(beams))
     assert str(blip.model.dtype) == f"torch.{dtype}"
     prompts = [None, "a photography of", None, "a picture of the", "a photography of"]
     items = [item for data, prompt in zip(images, prompts)
              for item in blip.parse({"IMAGE": [data], "PROMPT": [prompt.encode()] if prompt else None})]
-    captions = [r["CAPTION"] for r in blip.infer(items)]
-    expected = [reference.blip_caption(weights_dir / "blip-large", d, p, dtype=dtype) for d, p in zip(images, prompts)]
-    assert captions == expected
+    results = blip.infer(items, confidence=True)
+    captions = [r["CAPTION"] for r in results]
+    expected = [reference.blip_caption(weights_dir / "blip-large", d, p, dtype=dtype, num_beams=beams)
+                for d, p in zip(images, prompts)]
+    assert captions == [caption for caption, _ in expected]
     assert len(set(captions)) > 1, "tiny weights must answer differently for different inputs"
+    assert_confidences([r["CONFIDENCE"] for r in results], [c for _, c in expected], dtype)
+    assert [r["CAPTION"] for r in blip.infer(items)] == captions  # the same without it
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_kosmos2_matches_reference(weights_dir, images, dtype):
     kosmos = runner(Kosmos2Grounder, weights_dir, dtype=dtype)
     items = [item for data in images for item in kosmos.parse({"IMAGE": [data], "PROMPT": None})]
-    results = kosmos.infer(items)
+    results = kosmos.infer(items, confidence=True)
+    confidences = []
     for data, result in zip(images, results):
-        caption, entities = reference.kosmos2_caption(weights_dir / "kosmos-2", data, dtype=dtype)
+        caption, entities, confidence = reference.kosmos2_caption(weights_dir / "kosmos-2", data,
+                                                                  dtype=dtype)
         assert result["CAPTION"] == caption
         assert json.loads(result["ENTITIES"]) == json.loads(entities_json(entities))
+        confidences.append(confidence)
     assert len({r["CAPTION"] for r in results}) > 1
+    assert_confidences([r["CONFIDENCE"] for r in results], confidences, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_trocr_matches_reference(weights_dir, images, dtype):
-    trocr = runner(TrOCRReader, weights_dir, dtype=dtype)
-    texts = [r["TEXT"] for r in trocr.infer([trocr.image(d) for d in images])]
-    assert texts == [reference.trocr_text(weights_dir / "trocr-printed", d, dtype=dtype) for d in images]
+@pytest.mark.parametrize("beams", [1, 3])  # greedy scores, and the chosen beam's
+def test_trocr_matches_reference(weights_dir, images, dtype, beams):
+    trocr = runner(TrOCRReader, weights_dir, dtype=dtype, num_beams=str(beams))
+    results = trocr.infer([trocr.image(d) for d in images], confidence=True)
+    expected = [reference.trocr_text(weights_dir / "trocr-printed", d, dtype=dtype, num_beams=beams)
+                for d in images]
+    texts = [r["TEXT"] for r in results]
+    assert texts == [text for text, _ in expected]
     assert len(set(texts)) > 1
+    assert_confidences([r["CONFIDENCE"] for r in results], [c for _, c in expected], dtype)
+
+
+def test_confidence_is_computed_only_when_asked(weights_dir, images):
+    trocr = runner(TrOCRReader, weights_dir)
+    items = [trocr.image(d) for d in images[:2]]
+    plain = trocr.infer(items)
+    assert all(set(r) == {"TEXT"} for r in plain)
+    assert [r["TEXT"] for r in trocr.infer(items, confidence=True)] == [r["TEXT"] for r in plain]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

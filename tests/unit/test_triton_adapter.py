@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from i2tt_server.runners import T5Tagger
+from i2tt_server.runners import T5Tagger, TrOCRReader
 from i2tt_server.triton_adapter import TritonModel
 
 
@@ -93,7 +93,7 @@ def test_one_response_per_request_in_order_bad_request_alone(model):
 def test_a_failing_inference_never_raises_out_of_execute(model, monkeypatch):
     pb = model.pb
 
-    def broken(items):
+    def broken(items, confidence=False):
         raise RuntimeError("device lost")
 
     monkeypatch.setattr(model.runner, "infer", broken)
@@ -110,11 +110,11 @@ def test_a_failing_request_is_bisected_out_and_the_others_answered(model, monkey
     alone = [tags(model.execute([request(pb, TEXT=[t])])[0]) for t in TEXTS]
     real_infer, calls = model.runner.infer, []
 
-    def infer(items):
+    def infer(items, confidence=False):
         calls.append(len(items))
         if POISON.decode() in items:
             raise IndexError("index out of range in self")
-        return real_infer(items)
+        return real_infer(items, confidence)
 
     monkeypatch.setattr(model.runner, "infer", infer)
     texts = [TEXTS[0], TEXTS[1], POISON, TEXTS[2], TEXTS[0], TEXTS[1], TEXTS[2]]
@@ -135,9 +135,9 @@ def test_a_failing_request_is_bisected_out_and_the_others_answered(model, monkey
 def test_a_multi_item_request_fails_as_a_whole_and_alone(model, monkeypatch):
     pb = model.pb
     real_infer = model.runner.infer
-    monkeypatch.setattr(model.runner, "infer", lambda items: (
+    monkeypatch.setattr(model.runner, "infer", lambda items, confidence=False: (
         (_ for _ in ()).throw(RuntimeError("boom")) if POISON.decode() in items
-        else real_infer(items)))
+        else real_infer(items, confidence)))
     responses = model.execute([request(pb, TEXT=[TEXTS[0], POISON]), request(pb, TEXT=[TEXTS[1]])])
     assert responses[0].error.code == pb.TritonError.INTERNAL
     assert responses[1].error is None and tags(responses[1])
@@ -156,9 +156,9 @@ def test_requests_whose_caller_left_get_no_work(model, monkeypatch):
     pb = model.pb
     real_infer, seen = model.runner.infer, []
 
-    def infer(items):
+    def infer(items, confidence=False):
         seen.extend(items)
-        return real_infer(items)
+        return real_infer(items, confidence)
 
     monkeypatch.setattr(model.runner, "infer", infer)
     responses = model.execute([CancellableRequest(request(pb, TEXT=[TEXTS[0]]), True),
@@ -170,3 +170,49 @@ def test_requests_whose_caller_left_get_no_work(model, monkeypatch):
     seen.clear()
     responses = model.execute([CancellableRequest(request(pb, TEXT=[TEXTS[2]]), True)])
     assert responses[0].error.code == pb.TritonError.CANCELLED and seen == []
+
+
+class AskingRequest(dict):
+    """A request that names the outputs it wants, as Triton hands them to the backend (a
+    caller that names none is handed every output of the config)."""
+
+    def __init__(self, inputs, outputs):
+        super().__init__(inputs)
+        self.outputs = outputs
+
+    def requested_output_names(self):
+        return list(self.outputs)
+
+
+class Reader(TritonModel):
+    runner_class = TrOCRReader
+
+
+def test_each_request_gets_the_outputs_it_asked_for_and_confidence_only_costs_when_asked(
+        weights_dir, seed_images, monkeypatch):
+    pb = fake_pb_utils()
+    model = Reader()
+    config = {"parameters": {"weights_root": {"string_value": str(weights_dir)},
+                             "warmup": {"string_value": "false"}}}
+    model.setup(pb, {"model_config": json.dumps(config), "model_instance_kind": "CPU"})
+    scored, generate = [], model.runner.generate
+
+    def spy(model_, confidence=False, **kwargs):
+        scored.append(confidence)
+        return generate(model_, confidence=confidence, **kwargs)
+
+    monkeypatch.setattr(model.runner, "generate", spy)
+    images = list(seed_images.values())
+    plain = model.execute([AskingRequest(request(pb, IMAGE=[i]), ["TEXT"]) for i in images])
+    assert scored == [False] and all(set(r.outputs()) == {"TEXT"} for r in plain)
+    asked = [["TEXT"], ["TEXT", "CONFIDENCE"], ["CONFIDENCE"]]
+    mixed = model.execute([AskingRequest(request(pb, IMAGE=[i]), names)
+                           for i, names in zip(images, asked)])
+    assert scored == [False, True]  # one batch, scored once for the requests that asked
+    assert [set(r.outputs()) for r in mixed] == [set(names) for names in asked]
+    assert mixed[0].outputs()["TEXT"].tolist() == plain[0].outputs()["TEXT"].tolist()
+    assert mixed[1].outputs()["TEXT"].tolist() == plain[1].outputs()["TEXT"].tolist()
+    confidences = [r.outputs()["CONFIDENCE"] for r in mixed[1:]]
+    assert all(c.dtype == np.float32 and c.shape == (1, 1) and 0 < c[0, 0] <= 1
+               for c in confidences)
+    model.finalize()

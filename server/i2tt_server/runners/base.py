@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Any, ClassVar, Hashable, Sequence
+from typing import Any, ClassVar, Hashable, NamedTuple, Sequence
 
 from PIL import Image
 
@@ -22,6 +22,10 @@ from ..weights.layout import model_dir
 log = logging.getLogger("i2tt_server")
 
 MAX_TEXT_CHARS = 100_000  # beyond this a TEXT/PROMPT is refused rather than tokenised
+# The optional output of the runners that read or caption images: how sure the model was of
+# its answer, 0..1. It costs the scores of every generate step, so it is computed only for
+# batches where some request asked for it.
+CONFIDENCE = "CONFIDENCE"
 
 
 class Parameters:
@@ -194,8 +198,10 @@ class Runner:
         """One item from its raw input bytes (optional inputs absent); raises InvalidInput."""
         raise NotImplementedError
 
-    def infer_group(self, items: Sequence[Any], key: Hashable) -> list[dict[str, Any]]:
-        """One batched generate for items that share ``key``; one dict per item."""
+    def infer_group(self, items: Sequence[Any], key: Hashable,
+                    confidence: bool) -> list[dict[str, Any]]:
+        """One batched generate for items that share ``key``; one dict per item (with
+        CONFIDENCE when ``confidence`` is asked and the runner has that output)."""
         raise NotImplementedError
 
     def warmup_items(self) -> list[Any]:
@@ -207,12 +213,13 @@ class Runner:
         they group by prompt; the default is one group."""
         return None
 
-    def infer(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+    def infer(self, items: Sequence[Any], confidence: bool = False) -> list[dict[str, Any]]:
         """All items in as few batched generate calls as parity allows; one dict per item,
-        in order."""
+        in order. ``confidence``: also compute CONFIDENCE (where the runner has it)."""
         results: list[dict[str, Any]] = [{}] * len(items)
         for key, indices in group_indices([self.group_key(item) for item in items]).items():
-            for index, result in zip(indices, self.infer_group([items[i] for i in indices], key)):
+            group = self.infer_group([items[i] for i in indices], key, confidence)
+            for index, result in zip(indices, group):
                 results[index] = result
         return results
 
@@ -252,24 +259,66 @@ class Runner:
         return decode_image(data, self.settings.max_image_bytes,
                             self.settings.max_image_pixels, name)
 
-    def generate(self, model, **kwargs):
+    def generate(self, model, confidence: bool = False, **kwargs) -> Generated:
+        """One batched generate; with ``confidence``, each row's confidence as well (the
+        step scores that needs are kept only then)."""
         import torch
 
         with torch.inference_mode():
             output = model.generate(max_new_tokens=self.settings.max_new_tokens,
-                                    num_beams=self.settings.num_beams, do_sample=False, **kwargs)
+                                    num_beams=self.settings.num_beams, do_sample=False,
+                                    return_dict_in_generate=True, output_scores=confidence,
+                                    **kwargs)
+            pad = model.generation_config.pad_token_id
+            confidences = generated_confidences(model, output, pad) if confidence else None
+        sequences = output.sequences
         prompts = kwargs.get("input_ids")
         if prompts is None or model.config.is_encoder_decoder:
-            prompts = output[:, :1]  # the start token that generate put first
-        self.generated_tokens += count_new_tokens(output.tolist(), prompts.tolist(),
-                                                  model.generation_config.pad_token_id)
-        return output
+            prompts = sequences[:, :1]  # the start token that generate put first
+        self.generated_tokens += count_new_tokens(sequences.tolist(), prompts.tolist(), pad)
+        return Generated(sequences, confidences)
 
     def to_device(self, batch):
         """Move a processor's output to the device, floating tensors in the model dtype."""
         return {key: (value.to(self.device, self.dtype) if value.is_floating_point()
                       else value.to(self.device))
                 for key, value in batch.items()}
+
+
+class Generated(NamedTuple):
+    sequences: Any  # torch.LongTensor [rows, length], prompt included as generate returns it
+    confidences: list[float] | None  # one per row, when asked
+
+
+def generated_confidences(model, output, pad_token_id: int | None) -> list[float]:
+    """Each row's confidence: the geometric mean of its chosen tokens' probabilities, i.e.
+    exp of the mean log-probability of the tokens generate added (the end token included;
+    the prompt and the padding after the end not). Greedy ``scores`` are the processed
+    logits of each step, normalised here; beam search's are already log-probabilities,
+    gathered along the chosen beam by its ``beam_indices`` (-1 after that beam ended), so
+    the value is the chosen beam's own, as its length-normalised ``sequences_scores``."""
+    import torch
+
+    beams = getattr(output, "beam_indices", None)
+    scores = output.scores if beams is not None else \
+        tuple(step.log_softmax(dim=-1) for step in output.scores)
+    chosen = model.compute_transition_scores(output.sequences, scores, beams)
+    if beams is not None:
+        counted = beams[:, :chosen.shape[1]] >= 0
+    else:  # a row that ended before the others is padded with pad_token_id
+        counted = output.sequences[:, -chosen.shape[1]:] != pad_token_id
+    total = torch.where(counted, chosen, torch.zeros_like(chosen)).sum(dim=1)
+    mean = total / counted.sum(dim=1).clamp(min=1)
+    return [float(value) for value in torch.exp(mean)]
+
+
+def with_confidence(results: list[dict[str, Any]],
+                    confidences: list[float] | None) -> list[dict[str, Any]]:
+    """The results with each one's CONFIDENCE added, where it was computed."""
+    if confidences is not None:
+        for result, value in zip(results, confidences):
+            result[CONFIDENCE] = value
+    return results
 
 
 def count_new_tokens(sequences: list[list[int]], prompts: list[list[int]],

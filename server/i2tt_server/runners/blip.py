@@ -8,7 +8,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from ..text import clean_caption
-from .base import Runner, Settings, gray_image, read_text
+from .base import CONFIDENCE, Runner, Settings, gray_image, read_text, with_confidence
 
 
 @dataclasses.dataclass
@@ -26,7 +26,7 @@ class BlipItem(NamedTuple):
 class BlipCaptioner(Runner):
     name = "blip_caption"
     inputs = ("IMAGE", "PROMPT")
-    outputs = ("CAPTION",)
+    outputs = ("CAPTION", CONFIDENCE)
     settings_class = BlipSettings
     model_class = "BlipForConditionalGeneration"
     processor_class = "BlipProcessor"
@@ -52,12 +52,13 @@ class BlipCaptioner(Runner):
     def group_key(self, item):
         return item.prompt
 
-    def infer_group(self, items, prompt):
+    def infer_group(self, items, prompt, confidence):
         images = [item.image for item in items]
         text_kwargs = {"text": [prompt] * len(images)} if prompt else {}
         batch = self.processor(images=images, return_tensors="pt", **text_kwargs)
-        generated = self.generate(self.model, **self.to_device(batch))
+        generated, confidences = self.generate(self.model, confidence=confidence,
+                                               **self.to_device(batch))
         captions = [c.strip() for c in self.processor.batch_decode(generated, skip_special_tokens=True)]
         if self.settings.clean_caption:
             captions = [clean_caption(c) for c in captions]
-        return [{"CAPTION": c} for c in captions]
+        return with_confidence([{"CAPTION": c} for c in captions], confidences)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from .base import Runner, Settings, gray_image, read_text
+from .base import CONFIDENCE, Runner, Settings, gray_image, read_text, with_confidence
 
 DEFAULT_PROMPT = "<grounding>An image of"
 
@@ -39,7 +39,7 @@ def entities_json(entities) -> str:
 class Kosmos2Grounder(Runner):
     name = "kosmos2_caption"
     inputs = ("IMAGE", "PROMPT")
-    outputs = ("CAPTION", "ENTITIES")
+    outputs = ("CAPTION", "ENTITIES", CONFIDENCE)
     settings_class = Kosmos2Settings
     model_class = "Kosmos2ForConditionalGeneration"
     processor_class = "Kosmos2Processor"
@@ -66,12 +66,12 @@ class Kosmos2Grounder(Runner):
     def group_key(self, item):
         return item.prompt
 
-    def infer_group(self, items, prompt):
+    def infer_group(self, items, prompt, confidence):
         images = [item.image for item in items]
         batch = self.to_device(self.processor(text=[prompt] * len(images), images=images,
                                               return_tensors="pt"))
-        generated = self.generate(
-            self.model, pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+        generated, confidences = self.generate(
+            self.model, confidence=confidence, pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             image_embeds_position_mask=batch["image_embeds_position_mask"])
         # Special tokens carry the grounding (<phrase>, <patch_index_...>): keep them for
@@ -81,4 +81,4 @@ class Kosmos2Grounder(Runner):
         for raw in texts:
             caption, entities = self.processor.post_process_generation(raw)
             results.append({"CAPTION": caption, "ENTITIES": entities_json(entities)})
-        return results
+        return with_confidence(results, confidences)

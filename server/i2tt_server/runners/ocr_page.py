@@ -6,7 +6,8 @@ The page logic is plain Python: ``parse`` decodes a page and finds and crops its
 assembles each page's TEXT and LINES. In Triton, ``read_lines`` sends every crop to
 ``trocr_ocr`` through business-logic calls (i2tt_server.pages_adapter), so the lines of all
 pages share ``trocr_ocr``'s dynamic batcher with every other caller; outside Triton any
-callable from PNG crops to texts will do (a TrOCRReader, a tritonclient call).
+callable from PNG crops to (text, confidence) readings will do (a TrOCRReader, a
+tritonclient call).
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ import dataclasses
 import io
 import json
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from PIL import Image
 
 from ..errors import InvalidInput
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
-from ..lines import Line, TesseractLineFinder, normalise_polarity
+from ..lines import Line, PageLineFinder
 from .base import Parameters, Runner
 
-LineReader = Callable[[list[bytes]], list[str]]
+
+class Reading(NamedTuple):
+    """What the line reader made of one crop: its text and the recognition's confidence."""
+
+    text: str
+    confidence: float
+
+
+LineReader = Callable[[list[bytes]], list[Reading]]
 
 
 @dataclasses.dataclass
@@ -46,6 +55,9 @@ class PageSettings(Parameters):
     max_image_bytes: int = DEFAULT_MAX_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     tessdata: str = ""  # empty: $TESSDATA_PREFIX, else the distribution's folder
+    # Flatten the light and turn the page straight before looking for lines (photographs;
+    # docs/ocr_page.md). false: Tesseract reads the greyscale page as it is.
+    clean_up: bool = True
 
 
 @dataclass
@@ -70,13 +82,16 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def lines_json(page: Page, texts: Sequence[str]) -> str:
-    """Each line's text and box, normalised to 0..1 of the page's width and height (as
-    kosmos2_caption's entities). Tesseract's layout analysis gives no confidence."""
+def lines_json(page: Page, readings: Sequence[Reading]) -> str:
+    """Each line's text, box (normalised to 0..1 of the page's width and height, as
+    kosmos2_caption's entities) and confidence: the line reader's, as Tesseract's layout
+    analysis says nothing about how well a line was read."""
     return json.dumps([{"text": text,
                         "box": [round(line.x1 / page.width, 6), round(line.y1 / page.height, 6),
-                                round(line.x2 / page.width, 6), round(line.y2 / page.height, 6)]}
-                       for line, text in zip(page.lines, texts)], ensure_ascii=False)
+                                round(line.x2 / page.width, 6), round(line.y2 / page.height, 6)],
+                        "confidence": round(float(confidence), 6)}
+                       for line, (text, confidence) in zip(page.lines, readings)],
+                      ensure_ascii=False)
 
 
 class PageReader(Runner):
@@ -95,7 +110,7 @@ class PageReader(Runner):
     def __init__(self, settings: PageSettings, read_lines: LineReader | None = None, **_):
         self.settings = settings
         self.device = "cpu"  # line finding runs on the CPU; the reader chooses its own
-        self.find_lines = TesseractLineFinder(settings.tessdata)
+        self.find_lines = PageLineFinder(settings.tessdata, settings.clean_up)
         self.read_lines = read_lines
 
     def parse_one(self, values) -> Page:
@@ -104,28 +119,31 @@ class PageReader(Runner):
         return self.page(image)
 
     def page(self, image: Image.Image) -> Page:
-        """Find and crop the lines of a decoded page."""
-        grey = normalise_polarity(image)
-        lines = self.find_lines(grey)
-        if len(lines) > self.settings.max_lines:
-            raise InvalidInput(f"IMAGE has {len(lines)} text lines, over the limit of "
+        """Find and crop the lines of a decoded page. Crops come from the cleaned-up,
+        straightened page (what TrOCR reads best); boxes are on the page as it was sent."""
+        layout = self.find_lines(image)
+        if len(layout.lines) > self.settings.max_lines:
+            raise InvalidInput(f"IMAGE has {len(layout.lines)} text lines, over the limit of "
                                f"{self.settings.max_lines} per page (split the page)")
-        width, height = grey.size
-        crops = [png(grey.crop(crop_box(line, width, height, self.settings.line_margin)).convert("RGB"))
-                 for line in lines]
-        return Page(width, height, lines, crops)
+        cleaned = layout.image
+        crops = [png(cleaned.crop(crop_box(line, cleaned.width, cleaned.height,
+                                           self.settings.line_margin)).convert("RGB"))
+                 for line in layout.lines]
+        return Page(image.width, image.height, layout.boxes, crops)
 
-    def infer(self, items: Sequence[Page]) -> list[dict[str, str]]:
-        """All lines of all pages read in one call; TEXT and LINES for each page."""
+    def infer(self, items: Sequence[Page], confidence: bool = False) -> list[dict[str, str]]:
+        """All lines of all pages read in one call; TEXT and LINES for each page (LINES
+        always carry each line's confidence: ``confidence`` asks for no more)."""
         crops = [crop for page in items for crop in page.crops]
         if self.read_lines is None:
             raise RuntimeError("ocr_page has no line reader")
-        texts = self.read_lines(crops) if crops else []
-        if len(texts) != len(crops):
-            raise RuntimeError(f"the line reader gave {len(texts)} texts for {len(crops)} lines")
+        readings = self.read_lines(crops) if crops else []
+        if len(readings) != len(crops):
+            raise RuntimeError(f"the line reader gave {len(readings)} texts for {len(crops)} lines")
         results, start = [], 0
         for page in items:
-            mine = texts[start:start + len(page.lines)]
+            mine = readings[start:start + len(page.lines)]
             start += len(page.lines)
-            results.append({"TEXT": "\n".join(mine), "LINES": lines_json(page, mine)})
+            results.append({"TEXT": "\n".join(text for text, _ in mine),
+                            "LINES": lines_json(page, mine)})
         return results

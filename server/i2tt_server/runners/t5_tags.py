@@ -37,9 +37,9 @@ class T5Tagger(Runner):
     def warmup_items(self):
         return ["a photography of a wooden block on a table"]
 
-    def infer_group(self, items, _key):
+    def infer_group(self, items, _key, _confidence):
         batch = self.processor(list(items), max_length=self.settings.max_input_tokens,
                                truncation=True, padding=True, return_tensors="pt")
-        generated = self.generate(self.model, **self.to_device(batch))
+        generated, _ = self.generate(self.model, **self.to_device(batch))
         raw = self.processor.batch_decode(generated, skip_special_tokens=True)
         return [{"TAGS": clean_tags(r)} for r in raw]

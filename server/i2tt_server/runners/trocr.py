@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import Runner, Settings, gray_image
+from .base import CONFIDENCE, Runner, Settings, gray_image, with_confidence
 
 
 @dataclasses.dataclass
@@ -16,7 +16,7 @@ class TrOCRSettings(Settings):
 class TrOCRReader(Runner):
     name = "trocr_ocr"
     inputs = ("IMAGE",)
-    outputs = ("TEXT",)
+    outputs = ("TEXT", CONFIDENCE)
     sample = "line"  # what the benchmark and load test send it
     settings_class = TrOCRSettings
     model_class = "VisionEncoderDecoderModel"
@@ -30,8 +30,9 @@ class TrOCRReader(Runner):
     def warmup_items(self):
         return [gray_image()]
 
-    def infer_group(self, items, _key):
+    def infer_group(self, items, _key, confidence):
         batch = self.processor(images=list(items), return_tensors="pt")
-        generated = self.generate(self.model, **self.to_device(batch))
+        generated, confidences = self.generate(self.model, confidence=confidence,
+                                               **self.to_device(batch))
         texts = self.processor.batch_decode(generated, skip_special_tokens=True)
-        return [{"TEXT": t.strip()} for t in texts]
+        return with_confidence([{"TEXT": t.strip()} for t in texts], confidences)
