@@ -9,7 +9,7 @@
 from .aio import AsyncI2TTClient
 from .client import I2TTClient
 from .errors import (AuthenticationError, DeadlineExceededError, I2TTError, InvalidInputError,
-                     ServerError, UnavailableError)
+                     ModelRestartingError, ServerError, UnavailableError)
 from .results import (Caption, Description, Entity, Grounding, Health, ModelHealth, OCRText,
                       PageText, Result, Tags, TextLine)
 
@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "I2TTClient", "AsyncI2TTClient",
-    "I2TTError", "InvalidInputError", "UnavailableError", "DeadlineExceededError", "ServerError",
-    "AuthenticationError",
+    "I2TTError", "InvalidInputError", "UnavailableError", "ModelRestartingError",
+    "DeadlineExceededError", "ServerError", "AuthenticationError",
     "Result", "Caption", "Grounding", "Entity", "OCRText", "PageText", "TextLine", "Tags",
     "Description", "Health",
     "ModelHealth",

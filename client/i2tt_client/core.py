@@ -193,6 +193,28 @@ class Settings:
         return Deadline.after(seconds or None)
 
 
+class Healing:
+    """How long a call waits out a crashed model process: short pauses (another process of
+    the model may serve the next attempt at once; a reload takes seconds), within the
+    call's deadline, and at most ``HEAL_WAIT_S`` in all for a call without one."""
+
+    HEAL_WAIT_S = 300.0
+    PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+    def __init__(self):
+        self.started, self.count = time.monotonic(), 0
+
+    def delay(self) -> float:
+        pause = self.PAUSES[min(self.count, len(self.PAUSES) - 1)]
+        self.count += 1
+        return pause * random.uniform(0.5, 1.0)
+
+    def allows(self, deadline: "Deadline") -> bool:
+        if time.monotonic() - self.started > self.HEAL_WAIT_S:
+            return False
+        return deadline.allows(self.PAUSES[min(self.count, len(self.PAUSES) - 1)])
+
+
 # ---- flows -----------------------------------------------------------------------------
 
 def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
@@ -208,7 +230,7 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
     limits = settings.limits.within(deadline.remaining())
     data = yield Blocking(op.encode, (item, index, limits))
     arguments = {**op.infer_arguments(data), "headers": settings.headers}
-    attempt = 1
+    attempt, healing = 1, Healing()
     while True:
         if deadline.remaining() == 0:  # the input's fetch took all of it
             raise DeadlineExceededError(
@@ -223,6 +245,11 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: Settings,
             response = yield Rpc("infer", {**arguments, **attempt_arguments(deadline)})
         except Exception as exc:
             error = from_triton(exc, index=index, model=op.model)
+            if getattr(error, "heals", False) and healing.allows(deadline):
+                # a crashed model process: retried on a living one, or after the heal
+                yield Sleep(healing.delay())
+                attempt += 1
+                continue
             if error.retryable and attempt <= settings.retries:
                 delay = settings.retry_delay(attempt)
                 if deadline.allows(delay):

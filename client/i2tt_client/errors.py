@@ -3,6 +3,8 @@
 - :class:`InvalidInputError` — the caller's input is unusable (which input, and why);
   retrying the same input cannot help.
 - :class:`UnavailableError` — the server is down, overloaded or unreachable; retryable.
+- :class:`ModelRestartingError` — the model's process died, or the model is reloading
+  after that: the request never ran; retried by default within the deadline.
 - :class:`DeadlineExceededError` — the call's deadline passed before an answer came.
 - :class:`AuthenticationError` — the server wants an API key (or another one).
 - :class:`ServerError` — anything else the server reported (an internal failure, an
@@ -59,6 +61,15 @@ class UnavailableError(I2TTError):
     retryable = True
 
 
+class ModelRestartingError(UnavailableError):
+    """A process of the model died under the request, or the model is being reloaded after
+    such a crash (the server heals it): the request never ran, so sending it again is
+    safe. The client does so by default, within the call's deadline, whatever ``retries``
+    says (that budget is for overload, where retrying adds load)."""
+
+    heals = True
+
+
 class DeadlineExceededError(I2TTError, TimeoutError):
     """No answer arrived before the call's deadline."""
 
@@ -87,6 +98,12 @@ _BY_STATUS = {
 
 # Triton's answer when a request's timeout ran out while it waited in a queue.
 _EXPIRED = "timeout expired"
+# Triton's answers while a model heals: the request was handed to a model process that had
+# died (INTERNAL "Stub process '<model>_0_1' is not healthy."), or the model is unloaded
+# for its reload (NOT_FOUND "Request for unknown model: '<model>' has no available
+# versions"; a model the server never had is "... is not found", which stays an error).
+_DEAD_PROCESS = "is not healthy"
+_RELOADING = "has no available versions"
 
 
 def from_triton(exc: Exception, *, index: int | None = None, model: str | None = None) -> I2TTError:
@@ -100,6 +117,9 @@ def from_triton(exc: Exception, *, index: int | None = None, model: str | None =
     cls = _BY_STATUS.get(code, ServerError)
     if _RESTRICTED in message:
         cls = AuthenticationError
+    elif (code == "INTERNAL" and "Stub process" in message and _DEAD_PROCESS in message) or \
+            (code == "NOT_FOUND" and _RELOADING in message):
+        cls = ModelRestartingError
     elif cls is UnavailableError and _EXPIRED in message.lower():
         # The server dropped the request when the timeout it carried (the caller's
         # deadline) ran out in its queue: the caller's deadline passed, not an overload.

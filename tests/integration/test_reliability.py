@@ -212,6 +212,19 @@ def stub_pids(server, model: str) -> list[int]:
     return [pid for pid, name in stub_processes(server.tritonserver_pid()).items() if name == model]
 
 
+def healed_count(server) -> int:
+    return server.text().count("blip_caption is ready again")
+
+
+def wait_healed(server, before: int, since: float) -> float:
+    """Seconds from ``since`` until the launcher logged one more heal of blip_caption."""
+    while healed_count(server) <= before:
+        assert server.process.poll() is None, server.text()[-3000:]
+        assert time.monotonic() - since < 300, "not healed"
+        time.sleep(0.2)
+    return time.monotonic() - since
+
+
 def test_a_killed_model_process_is_noticed_and_healed(served, seed_images):
     image = seed_images["example1.jpg"]
     with grpcclient.InferenceServerClient(served.grpc_url) as client:
@@ -240,6 +253,46 @@ def test_a_killed_model_process_is_noticed_and_healed(served, seed_images):
     log = served.text()
     assert "a process of model blip_caption died" in log
     assert "blip_caption is ready again" in log
+
+
+@pytest.mark.parametrize("kill", ["one of two", "both"])
+def test_callers_using_the_client_lose_no_request_to_a_crashed_process(served, seed_images, kill):
+    """Steady load through I2TTClient with its defaults and a 60 s deadline while
+    blip_caption's processes are killed: every call is answered (a request handed to the
+    dead process, or refused while the model reloads, is sent again)."""
+    from i2tt_client import I2TTClient
+
+    image = seed_images["human1.png"]
+    stop, answered, failed = threading.Event(), [0], []
+
+    def caller():
+        with I2TTClient(served.grpc_url, timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    client.caption(image)
+                    answered[0] += 1
+                except Exception as exc:  # noqa: BLE001 - every failure counts
+                    failed.append(repr(exc))
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        victims = stub_pids(served, "blip_caption")
+        before, killed = healed_count(served), time.monotonic()
+        for victim in victims[:1] if kill == "one of two" else victims:
+            os.kill(victim, signal.SIGKILL)
+        healed = wait_healed(served, before, killed)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    print(f"\n{kill} of blip_caption's processes killed under load through I2TTClient: "
+          f"{answered[0]} answered, {len(failed)} failed; healed in {healed:.1f}s")
+    assert failed == [] and answered[0] > 0
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -182,3 +182,32 @@ def test_a_request_expired_in_the_servers_queue_is_a_deadline_error():
     assert isinstance(from_triton(expired), DeadlineExceededError)
     assert not from_triton(expired).retryable
     assert isinstance(from_triton(full), UnavailableError) and from_triton(full).retryable
+
+
+def test_a_crashed_or_reloading_model_is_retried_by_default_and_an_unknown_one_is_not():
+    """Triton's own words while a model process is dead or its model reloads (measured on
+    2.51): the request never ran, so the client sends it again whatever ``retries`` says."""
+    from tritonclient.utils import InferenceServerException
+
+    from i2tt_client.errors import ModelRestartingError, ServerError, from_triton
+
+    dead = InferenceServerException("Stub process 'blip_caption_0_1' is not healthy.",
+                                    status="StatusCode.INTERNAL")
+    reloading = InferenceServerException(
+        "Request for unknown model: 'blip_caption' has no available versions",
+        status="StatusCode.NOT_FOUND")
+    unknown = InferenceServerException("Request for unknown model: 'nope' is not found",
+                                       status="StatusCode.NOT_FOUND")
+    internal = InferenceServerException("inference failed: boom", status="StatusCode.INTERNAL")
+    for error in (from_triton(dead), from_triton(reloading)):
+        assert isinstance(error, ModelRestartingError) and error.retryable and error.heals
+    assert type(from_triton(unknown)) is ServerError and type(from_triton(internal)) is ServerError
+
+
+def test_the_wait_for_a_heal_starts_short_and_ends_with_the_deadline():
+    from i2tt_client.core import Deadline, Healing
+
+    healing = Healing()
+    pauses = [healing.delay() for _ in range(7)]
+    assert pauses[0] <= 0.05 and 0.5 <= pauses[-1] <= 1.0
+    assert healing.allows(Deadline.after(None)) and not healing.allows(Deadline.after(0.01))
