@@ -36,6 +36,42 @@ log = logging.getLogger("i2tt_server")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "i2tt"
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time a process has used (user + system), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def retire(pids: list[int], timeout: float, quiet: float = 1.0) -> None:
+    """End the processes of a model's replaced version once each is idle (no CPU used for
+    ``quiet`` seconds: its last batch is done), at the latest after ``timeout``. Triton
+    2.51 never finishes unloading the old version of a model reloaded with one of its
+    processes dead while requests keep coming (checked: the living old process stayed for
+    good, and ending it failed no request), so the launcher ends them itself."""
+    deadline = time.monotonic() + timeout
+    last = {pid: cpu_seconds(pid) for pid in pids}
+    while last:
+        time.sleep(quiet)
+        for pid in list(last):
+            used = cpu_seconds(pid)
+            if used is None:
+                del last[pid]
+            elif used == last[pid] or time.monotonic() > deadline:
+                log.info("i2tt: ending process %d of the replaced model version", pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                del last[pid]
+            else:
+                last[pid] = used
+
+
 @dataclass
 class ServerBinary:
     executable: Path
@@ -330,17 +366,28 @@ class TritonServer:
             time.sleep(0.1)
         return busy
 
-    def heal(self, model: str, reason: str, load_timeout: float = 600.0) -> bool:
-        """Unload and reload ``model`` (its process died). Unloading first takes it, and
-        with strict readiness the server, out of readiness until it is back. False (and the
-        server stopped) if it does not come back."""
+    def heal(self, model: str, reason: str, load_timeout: float = 600.0,
+             others_alive: bool = False) -> bool:
+        """Reload ``model``, a process of which died. While ``others_alive`` (another of its
+        processes still runs), it is reloaded in place: Triton keeps the loaded model
+        serving until the new one is ready, so the living processes go on answering (and
+        the dead one fails the requests it is handed, which the i2tt client retries). With
+        none alive it is unloaded first, which takes it, and with strict readiness the
+        server, out of readiness until it is back. False (and the server stopped) if it does
+        not come back."""
         with self._control:
             if self._stopping.is_set():
                 return True
-            log.error("i2tt: %s; %s is not ready while it reloads", reason, model)
+            if others_alive:
+                log.error("i2tt: %s; reloading %s while its other processes serve", reason, model)
+            else:
+                log.error("i2tt: %s; %s is not ready while it reloads", reason, model)
             started = time.monotonic()
+            in_place = others_alive and self.mark_changed(model)
+            survivors = self.model_processes(model) if in_place else []
             try:
-                self.unload(model)
+                if not in_place:
+                    self.unload(model)
                 # Loading right away (Triton runs it after the unload) leaves no moment in
                 # which the server looks ready without the model.
                 self.load(model, load_timeout)
@@ -349,6 +396,7 @@ class TritonServer:
                     if not self.ready(other):
                         self.load(other, load_timeout)
                 self.wait_ready(60)
+                retire(survivors, self.exit_timeout)
             except Exception as exc:  # noqa: BLE001 - any failure means: give up the server
                 if self.stop_requested.is_set():
                     return True  # a stop came meanwhile: that is no failure
@@ -358,6 +406,25 @@ class TritonServer:
                 return False
             log.error("i2tt: %s is ready again after %.1fs", model, time.monotonic() - started)
             return True
+
+    def model_processes(self, model: str) -> list[int]:
+        from .watchdog import stub_processes
+
+        return [pid for pid, name in stub_processes(self.process.pid).items() if name == model]
+
+    def mark_changed(self, model: str) -> bool:
+        """Make Triton's next load of ``model`` a reload: Triton 2.51 reloads a loaded model
+        only when its files changed (checked: a plain load with one process dead is a
+        no-op, and after touching the model's files it loads new processes while the
+        living ones serve). False where the repository is read-only."""
+        folder = self.model_repository / model
+        try:
+            for path in [folder, *folder.rglob("*")]:
+                os.utime(path)
+        except OSError as exc:
+            log.warning("i2tt: cannot mark %s changed (%s); unloading it to reload", model, exc)
+            return False
+        return True
 
     def drain(self, timeout: float | None = None) -> list[str]:
         """Stop taking requests and let the accepted ones finish: unload the callers first

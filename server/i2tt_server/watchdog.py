@@ -3,9 +3,11 @@
 Each Python-backend model instance runs in its own ``triton_python_backend_stub`` process,
 a child of tritonserver. Triton 2.51 neither restarts a stub that died (killed by the
 kernel's OOM killer, a segfault in a native library, ``kill -9``) nor reports it: every
-request to that model fails with "Stub process ... is not healthy" while every health
-endpoint stays green. So the launcher watches the stubs itself: when one is gone, it
-unloads its model (the model, and with strict readiness the server, turn not ready, so the
+request that Triton hands to that process fails with "Stub process ... is not healthy"
+while every health endpoint stays green. So the launcher watches the stubs itself: when
+one is gone and the model has others still running, it reloads the model in place (the
+living processes serve until the new ones are ready); when none is left, it unloads the
+model (the model, and with strict readiness the server, turn not ready, so the
 orchestrator stops sending traffic) and loads it again. If that fails, the launcher stops
 the server and exits non-zero, and the orchestrator restarts the pod.
 """
@@ -76,5 +78,5 @@ class Watchdog:
             for model in sorted(m for m, n in expected.items() if running[m] < n):
                 reason = (f"a process of model {model} died ({running[model]} of "
                           f"{expected[model]} running)")
-                if not self.server.heal(model, reason):
+                if not self.server.heal(model, reason, others_alive=running[model] > 0):
                     return

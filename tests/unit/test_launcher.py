@@ -83,3 +83,28 @@ def test_serve_refuses_incomplete_security_options(args, message, weights_dir, t
     args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
     assert main(["serve", "--weights", str(weights_dir), "--no-fetch", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_retire_ends_idle_processes_at_once_and_busy_ones_at_the_timeout():
+    import subprocess
+    import sys
+    import time
+
+    from i2tt_server.launcher import cpu_seconds, retire
+
+    idle = subprocess.Popen(["sleep", "60"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert cpu_seconds(idle.pid) is not None
+        started = time.monotonic()
+        retire([idle.pid], timeout=30.0, quiet=0.5)
+        assert time.monotonic() - started < 3  # idle for half a second: ended then
+        started = time.monotonic()
+        retire([busy.pid], timeout=2.0, quiet=0.5)
+        assert 2.0 <= time.monotonic() - started < 6  # never idle: ended at the timeout
+        assert idle.wait(5) and busy.wait(5)  # both killed (a non-zero code)
+    finally:
+        for process in (idle, busy):
+            process.kill()
+            process.wait()
