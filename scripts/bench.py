@@ -12,7 +12,10 @@ Rows, for caption_tags (BLIP caption -> T5 tags) and each selected single model:
   3. Triton over gRPC with dynamic batching, at several client concurrencies (single
      models: 1 and --ratio-level);
   4. caption_tags with batching off (max_batch_size 1, derived repository);
-  5. the BLIP vision encoder's achieved GFLOP/s against a matmul peak, same dtype and run.
+  5. the BLIP vision encoder's achieved GFLOP/s against a matmul peak, same dtype and run;
+  6. the deadline check (not with --quick): caption_tags with the shipped queue policy,
+     --deadline-callers callers without a deadline, then as many through I2TTClient with
+     the i2tt CLI's default deadline: every request must be answered.
 Every request carries distinct image bytes and the server's response cache is off.
 Generation settings are the served ones on both sides; with full-size random weights the
 generated length is pinned, so every row generates the same number of tokens. On a CPU
@@ -35,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import inprocess, report, served  # noqa: E402
+from benchlib import deadlines, inprocess, report, served  # noqa: E402
 from benchlib.inprocess import pinned_new_tokens  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
 from benchlib.stats import Row  # noqa: E402
@@ -101,8 +104,15 @@ def parse_args(argv=None):
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks" / "REPORT.md")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    parser.add_argument("--deadline-check-only", action="store_true",
+                        help="only row 6, the deadline check (caption_tags)")
+    parser.add_argument("--deadline-callers", type=int,
+                        help="callers of each kind in the deadline check (default 16; "
+                             "0 with --quick: no check)")
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.deadline_callers is None:
+        args.deadline_callers = 0 if quick else 16
     args.concurrency = args.concurrency or ([1, 4, 16] if quick else [1, 4, 16, 64])
     args.requests = args.requests or (4 if quick else 6)
     args.seed_requests = args.seed_requests or (3 if quick else 4)
@@ -379,6 +389,23 @@ def served_rows(args, targets, settings, weights, payloads, offsets, batching: b
     return rows
 
 
+def deadline_lines(args, settings, weights, payloads, offsets) -> list[str]:
+    """Row 6: the shipped queue policy (queue limits and timeouts as configured) under
+    callers without deadlines and callers with the CLI's default one."""
+    from i2tt_client.cli import DEFAULT_TIMEOUT
+    from i2tt_server.repository import derive_repository
+
+    models = ["caption_tags", *inprocess.steps_of("caption_tags")]
+    repository = derive_repository(ROOT / "model_repository", args.work_dir / "repository-shipped",
+                                   overrides(settings), models=models)
+    base = offsets.take(2 * args.deadline_callers)
+    log(f"deadline check: {args.deadline_callers} callers without a deadline, then "
+        f"{args.deadline_callers} with {DEFAULT_TIMEOUT:g} s")
+    return deadlines.deadline_check(repository, weights, args.work_dir / "tritonserver-shipped.log",
+                                    "caption_tags", lambda i: payloads.photo(base + i),
+                                    args.deadline_callers, DEFAULT_TIMEOUT)
+
+
 def print_row(row: Row) -> None:
     extra = ""
     if row.extra.get("triton"):
@@ -417,13 +444,17 @@ def main(argv=None) -> int:
     payloads = Payloads(seed_images_dir(ROOT))
     offsets = Offsets()
     rows: list[Row] = []
-    for target in targets:
+    for target in targets if not args.deadline_check_only else []:
         rows += inprocess_rows(args, target, settings, weights, payloads, offsets)
-    if not args.in_process_only:
+    if not (args.in_process_only or args.deadline_check_only):
         rows += served_rows(args, targets, settings, weights, payloads, offsets, batching=True)
     off_targets = [t for t in targets if t in ENSEMBLE_TARGETS]
-    if off_targets and not (args.no_batching_off or args.in_process_only):
+    if off_targets and not (args.no_batching_off or args.in_process_only or args.deadline_check_only):
         rows += served_rows(args, off_targets, settings, weights, payloads, offsets, batching=False)
+    checked = []
+    if args.deadline_callers and "caption_tags" in targets and not args.in_process_only:
+        checked = deadline_lines(args, settings, weights, payloads, offsets)
+        args.note += checked
     elapsed = (dt.datetime.now() - started).total_seconds()
     load_after = os.getloadavg()
 
@@ -494,8 +525,10 @@ def main(argv=None) -> int:
          "rows": [r.as_dict() for r in rows]},
         indent=1))
     print(f"report: {args.report}  plot: {plot_path}  raw: {args.report.with_suffix('.json')}")
-    if "caption_tags" in targets:
+    if "caption_tags" in targets and not args.deadline_check_only:
         print("caption_tags targets: " + ("all met" if ok else "not all met"))
+    for line in checked:
+        print(line)
     return 0
 
 

@@ -61,3 +61,18 @@ def test_roofline_counts_the_vision_encoders_operations(weights_dir):
     assert per_image * 1e9 == layers * per_layer + embedding
     assert seconds > 0 and achieved > 0
     assert roofline.matmul_peak_gflops(torch.float32, torch.device("cpu"), size=64, repeats=1) > 0
+
+
+def test_the_deadline_check_answers_every_caller_on_tiny_weights(weights_dir, tmp_path):
+    """Row 6 of the benchmark alone on tiny weights: the shipped queue policy, callers
+    without a deadline and with the CLI's, all answered (the check's own verdict is read)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--weights", str(weights_dir),
+         "--models", "caption_tags", "--deadline-check-only", "--deadline-callers", "6",
+         "--report", str(tmp_path / "REPORT.md"), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("deadline check, ")]
+    assert len(lines) == 4  # as measured, and again at the end
+    assert all("6 of 6 answered" in line and "(every request answered)" in line for line in lines)
+    assert "without a deadline" in lines[0] and "with a 120 s deadline" in lines[1]
