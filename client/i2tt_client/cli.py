@@ -22,6 +22,7 @@ import json
 import os
 import stat
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -148,10 +149,18 @@ def csv_cell(value: Any) -> str:
     return str(value)
 
 
+def printable(value) -> str:
+    """A value as the text format shows it, one row per line: control characters and line
+    separators (which OCR of noise produces, and which a terminal acts on) escaped."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+                   for ch in str(value))
+
+
 def text_block(command: str, record: dict) -> str:
-    lines = [record["input"]]
+    lines = [printable(record["input"])]
     if record.get("error"):
-        return "\n".join(lines + [f"  error: {record['error']}"]) + "\n"
+        return "\n".join(lines + [f"  error: {printable(record['error'])}"]) + "\n"
     for column in COLUMNS[command]:
         value = record.get(column)
         if column == "lines":
@@ -161,7 +170,7 @@ def text_block(command: str, record: dict) -> str:
                 box = ", ".join(f"{c:.3f}" for c in line["box"])
                 known = line.get("confidence") is not None
                 confidence = f"({line['confidence']:.3f}) " if known else ""
-                lines.append(f"  - [{box}] {confidence}{line['text']}")
+                lines.append(f"  - [{box}] {confidence}{printable(line['text'])}")
             continue
         if command == "ocr_page" and column == "text":
             continue
@@ -169,13 +178,13 @@ def text_block(command: str, record: dict) -> str:
             for entity in value or []:
                 boxes = " ".join("[" + ", ".join(f"{c:.3f}" for c in box) + "]"
                                  for box in entity["boxes"])
-                lines.append(f"  - {entity['phrase']}: {boxes}")
+                lines.append(f"  - {printable(entity['phrase'])}: {boxes}")
         elif isinstance(value, list):
-            lines.append(f"  {column}: {', '.join(value)}")
+            lines.append(f"  {column}: {printable(', '.join(value))}")
         elif isinstance(value, float):
             lines.append(f"  {column}: {value:.3f}")
         else:
-            lines.append(f"  {column}: {value}")
+            lines.append(f"  {column}: {printable(value)}")
     return "\n".join(lines) + "\n"
 
 

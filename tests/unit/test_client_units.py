@@ -211,3 +211,14 @@ def test_the_wait_for_a_heal_starts_short_and_ends_with_the_deadline():
     pauses = [healing.delay() for _ in range(7)]
     assert pauses[0] <= 0.05 and 0.5 <= pauses[-1] <= 1.0
     assert healing.allows(Deadline.after(None)) and not healing.allows(Deadline.after(0.01))
+
+
+def test_the_text_format_escapes_control_characters_so_each_row_stays_one_line():
+    from i2tt_client.cli import text_block
+
+    record = {"input": "page.png", "error": None, "text": "a\x1cb\nc",
+              "lines": [{"text": "a\x1cb", "box": [0, 0, 1, 0.5], "confidence": 0.5},
+                        {"text": "c\u2028d\te", "box": [0, 0.5, 1, 1], "confidence": None}]}
+    out = text_block("ocr_page", record)
+    assert out.splitlines() == ["page.png", "  - [0.000, 0.000, 1.000, 0.500] (0.500) a\\x1cb",
+                                "  - [0.000, 0.500, 1.000, 1.000] c\\u2028d\te"]
