@@ -417,8 +417,12 @@ def print_row(row: Row) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from i2tt_server.runners.base import cpu_threads, limit_cpu_kernel_caches
+
+    # Before any model runs here: every row gets the kernel caches of the served processes
+    # (runners set them too, but only the first primitive compiled in a process counts).
+    limit_cpu_kernel_caches()
     import torch
-    from i2tt_server.runners.base import cpu_threads
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -66,6 +66,24 @@ class Settings(Parameters):
     warmup: bool = True
 
 
+# oneDNN (torch's CPU kernels for bfloat16 matmuls) keeps every primitive it compiles for
+# a tensor shape, twice over: in its own primitive cache and in ideep's LRU cache above it,
+# 1024 entries each by default. Generation makes new shapes at every step (batch size x
+# tokens so far), so under load a model process fills both and keeps them full. Measured
+# with TrOCR in bfloat16, batches of 1-16 lines: tiny weights 375 MB -> 1.36 GB (trocr_ocr
+# in the soak: 374 MB -> 1.33 GB), full-size weights 3.4 GB against 1.5 GB capped, at the
+# same speed within the noise (0.44 / 0.42 items/s). Caches this small keep the shapes
+# every step reuses (the linear layers'); details in docs/load.md ("Memory"). Set before
+# the first primitive is compiled, i.e. before a model runs; values already in the
+# environment win.
+CPU_KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "1"}
+
+
+def limit_cpu_kernel_caches(environ=os.environ) -> None:
+    for name, value in CPU_KERNEL_CACHES.items():
+        environ.setdefault(name, value)
+
+
 def pick_device(requested: str = "auto", instance_kind: str = "", device_id: int = 0):
     import torch
 
@@ -162,6 +180,7 @@ class Runner:
         return processor, model.eval()
 
     def __init__(self, settings: Settings, instance_kind: str = "", device_id: int = 0):
+        limit_cpu_kernel_caches()
         import torch
 
         self.settings = settings
