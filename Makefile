@@ -118,8 +118,9 @@ load: venv test-weights
 	$(BIN)/python scripts/load.py $(LOAD_ARGS)
 
 # Soak test (not part of `make test`): the mixed load for SOAK_SECONDS against an own
-# tiny-weights server; reports failures and the server processes' memory growth.
-SOAK_SECONDS ?= 600
+# tiny-weights server; fails on failed requests or on memory that keeps growing after
+# warm-up (MB per 10,000 requests, in total and per process).
+SOAK_SECONDS ?= 1800
 SOAK_ARGS ?=
 soak: venv test-weights
 	$(BIN)/python scripts/soak.py --duration $(SOAK_SECONDS) $(SOAK_ARGS)
