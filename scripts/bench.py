@@ -176,7 +176,7 @@ def overrides(settings: dict[str, dict[str, str]]):
 
 
 def ensure_weights(args, steps: list[str], settings) -> Path:
-    from i2tt_server.weights.layout import missing_folders
+    from i2tt_server.weights_layout import missing_folders
 
     folders = sorted({settings[s]["weights"] for s in steps})
     root = args.weights or DEFAULT_WEIGHTS

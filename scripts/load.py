@@ -114,7 +114,7 @@ def start_server(args: argparse.Namespace):
     """A tritonserver on free local ports serving the whole repository on --weights."""
     from i2tt_server.launcher import TritonServer, free_port
     from i2tt_server.repository import served_folders
-    from i2tt_server.weights.layout import missing_folders
+    from i2tt_server.weights_layout import missing_folders
     from i2tt_server.weights.synthetic import make_test_weights
 
     # Only the tiny test weights are ours to build; a folder of real weights is left alone.

@@ -22,7 +22,7 @@ def weights_dir() -> Path:
     """Tiny random weights for all models; `make test` builds them, else built here."""
     path = Path(os.environ.get("I2TT_TEST_WEIGHTS", ROOT / "build" / "test-weights"))
     from i2tt_server.runners import checkpoints
-    from i2tt_server.weights.layout import missing_folders
+    from i2tt_server.weights_layout import missing_folders
     from i2tt_server.weights.synthetic import make_test_weights
 
     missing = missing_folders(path, checkpoints())

@@ -12,7 +12,7 @@ from pathlib import Path
 from .launcher import API_KEY_ENV, API_KEY_HEADER, TritonServer, Tls
 from .repository import REPOSITORY_ENV, find_repository, served_folders, with_called_models
 from .runners import checkpoints, default_folders
-from .weights.layout import missing_folders, weights_root
+from .weights_layout import missing_folders, weights_root
 
 
 def cmd_fetch(args) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import shm
 from .repository import callers_first, cpu_batching, derive_repository
-from .weights.layout import WEIGHTS_ENV
+from .weights_layout import WEIGHTS_ENV
 
 log = logging.getLogger("i2tt_server")
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import InvalidInput
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
-from ..weights.layout import model_dir
+from ..weights_layout import model_dir
 
 log = logging.getLogger("i2tt_server")
 

@@ -1,1 +1,1 @@
-"""Weights tooling: the on-disk layout, fetching public checkpoints, building offline test weights."""
+"""Weights tooling (above the runners, which it uses): fetching public checkpoints, building offline test weights."""
