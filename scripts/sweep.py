@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib.inprocess import pinned_new_tokens  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
+from benchlib.settings import pinned_new_tokens  # noqa: E402
 
 DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights"
 

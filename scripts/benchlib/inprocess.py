@@ -15,38 +15,10 @@ from __future__ import annotations
 
 import gc
 import io
-import json
 import time
-from pathlib import Path
 from typing import Callable
 
 from .stats import Row
-
-REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
-
-def pinned_new_tokens(folder: Path) -> int | None:
-    """max_new_tokens when the weights pin their length (min == max in generation_config)."""
-    path = Path(folder) / "generation_config.json"
-    if not path.is_file():
-        return None
-    config = json.loads(path.read_text())
-    low, high = config.get("min_new_tokens"), config.get("max_new_tokens")
-    return high if low is not None and low == high else None
-
-
-def steps_of(model: str) -> list[str]:
-    """The Python models a served model runs, in order (an ensemble runs several)."""
-    from i2tt_server.repository import ensemble_steps, read_config
-
-    return ensemble_steps(read_config(REPOSITORY / model))
-
-
-def input_of(model: str) -> tuple[str, str]:
-    """(payload kind, input name) of a served model: what its first step reads."""
-    from i2tt_server.runners import RUNNERS
-
-    runner = RUNNERS[steps_of(model)[0]]
-    return runner.sample, runner.inputs[0]
 
 
 def _open(data: bytes):
@@ -55,58 +27,80 @@ def _open(data: bytes):
     return Image.open(io.BytesIO(data)).convert("RGB")  # as the seed: Image.open(...).convert
 
 
+# The seed notebook's Kosmos-2 prompt.
+SEED_PROMPT = "<grounding>An image of"
+
+
 class SeedStyle:
-    """One model step called the seed notebook's way. ``settings``: the served parameters."""
+    """One model step called the seed notebook's way. ``settings``: the served parameters.
+    What the call does follows the runner's facts: a runner sent text (``sample``) tags
+    it, one that answers ENTITIES grounds its caption, the others caption an image."""
 
     def __init__(self, step: str, path, settings: dict[str, str], device: str, dtype):
         import torch
         from i2tt_server.runners import RUNNERS
 
+        runner = RUNNERS[step]
         self.step, self.device, self.dtype = step, torch.device(device), dtype
         self.max_new_tokens = int(settings["max_new_tokens"])
         self.num_beams = int(settings.get("num_beams", "1"))
-        self.prompt = "<grounding>An image of"
-        if step == "t5_tags":
+        if runner.sample == "text":
             self.max_input_tokens = int(settings.get("max_input_tokens", "512"))
+            self._call = self._tags
+        else:
+            self._call = self._grounded_caption if "ENTITIES" in runner.outputs else self._caption
         # the same transformers classes the runners load, called directly below
-        self.processor, model = RUNNERS[step].load_pretrained(path, dtype=dtype)
+        self.processor, model = runner.load_pretrained(path, dtype=dtype)
         self.model = model.to(self.device)
 
     def _inputs(self, batch):
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in batch.items()}
 
+    def _generate(self, inputs):
+        return self.model.generate(**self._inputs(inputs), max_new_tokens=self.max_new_tokens,
+                                   num_beams=self.num_beams, do_sample=False)
+
     def __call__(self, value):
         """image bytes (or text for T5) -> text, exactly one generate call."""
         import torch
 
-        generate = dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
-                        do_sample=False)
         with torch.inference_mode():
-            if self.step == "t5_tags":
-                inputs = self.processor(value, return_tensors="pt", truncation=True,
-                                        max_length=self.max_input_tokens)
-                out = self.model.generate(**self._inputs(inputs), **generate)
-                return [t.strip() for t in self.processor.decode(out[0], skip_special_tokens=True).split(",")]
-            image = _open(value)
-            if self.step == "kosmos2_caption":
-                inputs = self._inputs(self.processor(text=self.prompt, images=image,
-                                                     return_tensors="pt"))
-                out = self.model.generate(**inputs, **generate)
-                raw = self.processor.batch_decode(out, skip_special_tokens=False)[0]
-                return self.processor.post_process_generation(raw)[0]
-            inputs = self._inputs(self.processor(images=image, return_tensors="pt"))
-            out = self.model.generate(**inputs, **generate)
-            return self.processor.batch_decode(out, skip_special_tokens=True)[0].strip()
+            return self._call(value)
+
+    def _tags(self, text: str) -> list[str]:
+        inputs = self.processor(text, return_tensors="pt", truncation=True,
+                                max_length=self.max_input_tokens)
+        out = self._generate(inputs)
+        return [t.strip() for t in self.processor.decode(out[0], skip_special_tokens=True).split(",")]
+
+    def _grounded_caption(self, data: bytes):
+        out = self._generate(self.processor(text=SEED_PROMPT, images=_open(data),
+                                            return_tensors="pt"))
+        raw = self.processor.batch_decode(out, skip_special_tokens=False)[0]
+        return self.processor.post_process_generation(raw)[0]
+
+    def _caption(self, data: bytes) -> str:
+        out = self._generate(self.processor(images=_open(data), return_tensors="pt"))
+        return self.processor.batch_decode(out, skip_special_tokens=True)[0].strip()
 
 
-def load_steps(target: str, factory: Callable[[str], object]) -> list:
-    return [factory(step) for step in steps_of(target)]
-
-
-def release(*objects) -> None:
-    del objects
+def unload_models(models: list) -> None:
+    """Empties ``models`` and collects the garbage, so the memory of the models it held is
+    free before the next ones load (a TimedRunner's wrapped generate is a reference cycle,
+    which only the collector frees)."""
+    models.clear()
     gc.collect()
+
+
+def dtype_name(dtype) -> str:
+    """``torch.bfloat16`` -> ``bfloat16``."""
+    return str(dtype).replace("torch.", "")
+
+
+def joined_dtypes(names) -> str:
+    """The distinct dtype names, in order, joined by "/" (a label's dtype part)."""
+    return "/".join(dict.fromkeys(names))
 
 
 def run_seed_style(target: str, steps: list, payload: Callable[[int], object], n: int,

@@ -15,11 +15,11 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 SEED_NAMES = ("example1.jpg", "example2.png", "human1.png")
 MAX_SIDE = 640  # what a client would send: tens of KB, not the 1.4 MB original PNG
 
-WORDS = ("man woman dog cat bird car street table wooden block blocks trivia head robot "
-         "circuit interface background shirt tree sky building city field grass snow book "
-         "paper letter sign road house window water light").split()
-ADJECTIVES = "white black red blue green small large old young digital bright dark".split()
-RELATIONS = "on in with near behind under beside above".split()
+WORDS = tuple(("man woman dog cat bird car street table wooden block blocks trivia head robot "
+               "circuit interface background shirt tree sky building city field grass snow "
+               "book paper letter sign road house window water light").split())
+ADJECTIVES = tuple("white black red blue green small large old young digital bright dark".split())
+RELATIONS = tuple("on in with near behind under beside above".split())
 
 
 def seed_images_dir(repo_root: Path) -> Path:

@@ -178,20 +178,7 @@ def markdown(rows: list[Row], targets: list[str], info: dict, settings: dict,
         out += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     out += ["", "## Targets", ""]
     for target in targets:
-        values = ratios(rows, target, settings.get("ratio_level", 16))
-        if not values:
-            continue
-        out += [f"### {target}", "", "| ratio | value | target | met |", "|---|---:|---:|---|"]
-        for key, what, value, goal, met in verdicts(values):
-            sign = ">=" if key != "single_request_p50" else "<="
-            out.append(f"| {what} | {value:.2f} | {sign} {goal:g} | {'yes' if met else 'NO'} |")
-        if "batching_on_vs_off" in values:
-            out.append(f"| served c={settings.get('ratio_level', 16)}: batching on / off "
-                       f"| {values['batching_on_vs_off']:.2f} | (informative) | |")
-        if "confidence_cost" in values:
-            out.append(f"| in-process throughput with CONFIDENCE / without (same inputs) "
-                       f"| {values['confidence_cost']:.3f} | (informative) | |")
-        out.append("")
+        out += _target_lines(rows, target, settings.get("ratio_level", 16))
     out += ["## Results", "",
             "Throughput in images (requests) per second; latencies per request as the client "
             "sees it. In-process batched rows give every image of a batch the batch's latency. "
@@ -202,20 +189,46 @@ def markdown(rows: list[Row], targets: list[str], info: dict, settings: dict,
     if plot_name:
         out += [f"![throughput and p95 latency against concurrency]({plot_name})", ""]
     if roofline:
-        r = roofline
-        out += ["## Close to the limit", "",
-                f"The BLIP vision encoder (operations counted by torch's FlopCounterMode on the "
-                f"forward pass) against the best of three 2048x2048 matmuls, both in "
-                f"{r['dtype']} with {r['threads']} thread(s), in this run:", "",
-                "| what | batch | GFLOP per image | s per batch | GFLOP/s | matmul peak GFLOP/s | of peak |",
-                "|---|---:|---:|---:|---:|---:|---:|",
-                f"| BLIP vision encoder | {r['batch']} | {r['gflop_per_image']:.1f} | "
-                f"{r['seconds_per_batch']:.2f} | {r['achieved_gflops']:.1f} | "
-                f"{r['matmul_peak_gflops']:.1f} | {100 * r['fraction_of_peak']:.0f} % |", ""]
-    out += ["## Where the time goes", "",
-            "In-process (per batch, seconds): `parse` is image decoding and checks, `generate` "
-            "is model.generate, the rest of `infer` is the processor and post-processing.", "",
-            "| target | batch | parse s | infer s | of which generate s |", "|---|---:|---:|---:|---:|"]
+        out += _roofline_lines(roofline)
+    return "\n".join(out + _time_lines(rows)) + "\n"
+
+
+def _target_lines(rows: list[Row], target: str, level: int) -> list[str]:
+    """One target's ratios against its goals (none when no ratio could be computed)."""
+    values = ratios(rows, target, level)
+    if not values:
+        return []
+    out = [f"### {target}", "", "| ratio | value | target | met |", "|---|---:|---:|---|"]
+    for key, what, value, goal, met in verdicts(values):
+        sign = ">=" if key != "single_request_p50" else "<="
+        out.append(f"| {what} | {value:.2f} | {sign} {goal:g} | {'yes' if met else 'NO'} |")
+    if "batching_on_vs_off" in values:
+        out.append(f"| served c={level}: batching on / off "
+                   f"| {values['batching_on_vs_off']:.2f} | (informative) | |")
+    if "confidence_cost" in values:
+        out.append(f"| in-process throughput with CONFIDENCE / without (same inputs) "
+                   f"| {values['confidence_cost']:.3f} | (informative) | |")
+    return out + [""]
+
+
+def _roofline_lines(r: dict) -> list[str]:
+    return ["## Close to the limit", "",
+            f"The BLIP vision encoder (operations counted by torch's FlopCounterMode on the "
+            f"forward pass) against the best of three 2048x2048 matmuls, both in "
+            f"{r['dtype']} with {r['threads']} thread(s), in this run:", "",
+            "| what | batch | GFLOP per image | s per batch | GFLOP/s | matmul peak GFLOP/s | of peak |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| BLIP vision encoder | {r['batch']} | {r['gflop_per_image']:.1f} | "
+            f"{r['seconds_per_batch']:.2f} | {r['achieved_gflops']:.1f} | "
+            f"{r['matmul_peak_gflops']:.1f} | {100 * r['fraction_of_peak']:.0f} % |", ""]
+
+
+def _time_lines(rows: list[Row]) -> list[str]:
+    """Where the time goes: the in-process split per batch and Triton's per-step statistics."""
+    out = ["## Where the time goes", "",
+           "In-process (per batch, seconds): `parse` is image decoding and checks, `generate` "
+           "is model.generate, the rest of `infer` is the processor and post-processing.", "",
+           "| target | batch | parse s | infer s | of which generate s |", "|---|---:|---:|---:|---:|"]
     for row in rows:
         split = row.extra.get("per_batch")
         if split:
@@ -235,4 +248,4 @@ def markdown(rows: list[Row], targets: list[str], info: dict, settings: dict,
                 out.append(f"| {row.target} | {row.label} | {step} | {s['mean_batch']:g} | "
                            f"{s['queue_ms']:.1f} | {s['compute_input_ms']:.1f} | "
                            f"{s['compute_infer_ms']:.1f} | {s['compute_output_ms']:.1f} |")
-    return "\n".join(out) + "\n"
+    return out

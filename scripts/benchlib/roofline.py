@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import time
 
+from .console import log
+from .inprocess import dtype_name
+
 
 def _best_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: oneDNN picks and caches its kernels on the first call
@@ -57,3 +60,19 @@ def vision_encoder_gflops(model, pixel_values, repeats: int = 2) -> tuple[float,
 
     seconds = _best_seconds(run, repeats)
     return flops / len(pixel_values) / 1e9, seconds, flops / seconds / 1e9
+
+
+def encoder_row(blip, photos: list[bytes], threads: int) -> dict:
+    """The BLIP vision encoder's achieved GFLOP/s against a matmul peak, same dtype and
+    threads, measured here and now on a batch of ``photos`` (a loaded BlipCaptioner)."""
+    images = [blip.image(photo) for photo in photos]
+    pixels = blip.to_device(blip.processor(images=images, return_tensors="pt"))["pixel_values"]
+    log(f"roofline: BLIP vision encoder at b={len(photos)}, {blip.dtype}, and a matmul peak")
+    per_image, seconds, achieved = vision_encoder_gflops(blip.model, pixels)
+    peak = matmul_peak_gflops(blip.dtype, blip.device)
+    result = {"dtype": dtype_name(blip.dtype), "threads": threads,
+              "batch": len(photos), "gflop_per_image": round(per_image, 1),
+              "seconds_per_batch": round(seconds, 3), "achieved_gflops": round(achieved, 1),
+              "matmul_peak_gflops": round(peak, 1), "fraction_of_peak": round(achieved / peak, 3)}
+    print(f"    roofline: {result}", flush=True)
+    return result
