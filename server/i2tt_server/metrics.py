@@ -6,10 +6,12 @@ only the model code knows: why inputs were refused, which requests failed inside
 how many tokens were generated, how many items one execution carried, and how long image
 decoding took. Triton 2.51 counts every response a Python model answers with an error as a
 success (``nv_inference_request_failure`` stays 0), so the two error counters here are the
-only record of them.
+only record of them. ``MetricsObserver`` is where the Triton adapter's work turns into them.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 REJECTED = "i2tt_rejected_inputs_total"
 INTERNAL = "i2tt_internal_errors_total"
@@ -122,3 +124,28 @@ class NoMetrics:
 
     def close(self) -> None:
         pass
+
+
+class MetricsObserver:
+    """An execution's events (``execution.ExecutionObserver``) -> the model's metrics: the
+    one place the adapter's work reaches ModelMetrics."""
+
+    def __init__(self, metrics, decodes_images: bool):
+        self.metrics, self.decodes_images = metrics, decodes_images
+
+    def parsed(self, records: Sequence, seconds: float) -> None:
+        if self.decodes_images:
+            self.metrics.decoded(seconds)
+        for record in records:
+            if record.code == "INVALID_ARG":
+                self.metrics.rejected(record.error)
+
+    def inferred(self, records: Sequence, generated_tokens: int) -> None:
+        self.metrics.executed(sum(len(record.items) for record in records))
+        self.metrics.generated(generated_tokens)
+        failed = sum(1 for record in records if record.failed)
+        if failed:
+            self.metrics.failed(failed)
+
+    def crashed(self, requests: int) -> None:
+        self.metrics.failed(requests)

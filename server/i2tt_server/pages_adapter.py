@@ -83,7 +83,6 @@ class BlsLineReader:
 class PageModel(TritonModel):
     """Base of a model.py whose runner has its lines read by another served model."""
 
-    def setup(self, pb_utils, args) -> None:
-        super().setup(pb_utils, args)
-        settings = self.runner.settings
-        self.runner.read_lines = BlsLineReader(pb_utils, settings.ocr_model, settings.lines_per_request)
+    def make_runner(self, settings, **placement):
+        lines = BlsLineReader(self.pb, settings.ocr_model, settings.lines_per_request)
+        return self.runner_class(settings, read_lines=lines, **placement)

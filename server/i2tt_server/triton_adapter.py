@@ -1,14 +1,13 @@
 """The Triton Python-backend glue: a thin shell around a Runner (``TritonModel``).
 
-For each dynamic batch: answer requests whose caller has gone (cancelled) without work,
-decode every request's inputs (a bad one gets its own INVALID_ARG response and is left
-out), run ONE ``runner.infer`` over all good items (which groups them by prompt and makes
-one batched generate per group), then scatter one response per request, in order, holding
-the outputs that request asked for (CONFIDENCE is computed only when one of the batch's
-requests asked for it). If that inference raises, the batch is split in halves and each
-half retried, down to the single request that fails, so one poisonous request costs the
-others only some retries. It never raises out of ``execute`` and always returns one
-response per request.
+For each dynamic batch, a pipeline over one record per request (``execution``): answer
+requests whose caller has gone (cancelled) without work, read and decode every request's
+inputs (a bad one gets its own INVALID_ARG response and is left out), run ONE
+``runner.infer`` over all good items (which groups them by prompt and makes one batched
+generate per group; split in halves if it raises), then scatter one response per request,
+in order, holding the outputs that request asked for (CONFIDENCE is computed only when one
+of the batch's requests asked for it). The observer (``MetricsObserver``) is told of each
+step. It never raises out of ``execute`` and always returns one response per request.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .errors import InvalidInput
-from .metrics import ModelMetrics
+from .execution import CANCELLED, INVALID_ARG, RequestRecord, infer_in_halves
+from .metrics import MetricsObserver, ModelMetrics
 from .runners.base import CONFIDENCE, Runner
 
 log = logging.getLogger("i2tt_server")
@@ -66,13 +66,19 @@ class TritonModel:
         self.pb = pb_utils
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.runner = self.runner_class.from_parameters(
-            params, instance_kind=args.get("model_instance_kind", ""),
+        self.runner = self.make_runner(
+            self.runner_class.settings_class.from_parameters(params),
+            instance_kind=args.get("model_instance_kind", ""),
             device_id=int(args.get("model_instance_device_id", 0) or 0))
         self.metrics = ModelMetrics.create(pb_utils, self.name)
+        self.observer = MetricsObserver(self.metrics, "IMAGE" in self.runner_class.inputs)
         self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
                                        thread_name_prefix="decode")
         log.info("%s ready on %s", self.name, self.runner.device)
+
+    def make_runner(self, settings, **placement) -> Runner:
+        """The runner, from its settings and where Triton placed this instance."""
+        return self.runner_class(settings, **placement)
 
     @property
     def name(self) -> str:
@@ -80,92 +86,57 @@ class TritonModel:
 
     def execute(self, requests):
         try:
-            return self.answer(requests)
+            return self.run_requests(requests)
         except Exception as exc:  # never raise out of execute: Triton would fail them all
             log.error("%s: %s", self.name, traceback.format_exc())
-            self.metrics.failed(len(requests))
+            self.observer.crashed(len(requests))
             return [self.error(f"internal error: {exc}", self.pb.TritonError.INTERNAL)
                     for _ in requests]
 
-    def answer(self, requests):
-        pb = self.pb
-        responses: list = [None] * len(requests)
-        live = []
-        for index, request in enumerate(requests):
-            if self.cancelled(request):
-                responses[index] = self.error("cancelled: the caller has gone",
-                                              getattr(pb.TritonError, "CANCELLED",
-                                                      pb.TritonError.UNAVAILABLE))
-            else:
-                live.append(index)
-        if not live:
-            return responses
-        # Tensors are read here, on the backend's thread; decoding (mostly image
-        # decompression, which releases the GIL) runs in parallel across requests.
-        tensors = [self.read(requests[i]) for i in live]
-        wanted = {i: self.requested(requests[i]) for i in live}
-        started = time.perf_counter()
-        parsed = list(self.pool.map(self.parse, tensors)) if len(tensors) > 1 \
-            else [self.parse(tensors[0])]
-        if "IMAGE" in self.runner_class.inputs:
-            self.metrics.decoded(time.perf_counter() - started)
-        owners = []  # (request index, its items), in order
-        for index, result in zip(live, parsed):
-            if isinstance(result, Exception):
-                responses[index] = self.error(str(result), pb.TritonError.INVALID_ARG)
-                self.metrics.rejected(str(result))
-            else:
-                owners.append((index, result))
-        if not owners:
-            return responses
-        self.metrics.executed(sum(len(items) for _, items in owners))
-        tokens_before = self.runner.generated_tokens
-        outcomes = self.infer_owners(owners, any(CONFIDENCE in wanted[i] for i, _ in owners))
-        self.metrics.generated(self.runner.generated_tokens - tokens_before)
-        failed = 0
-        for index, outcome in outcomes.items():
-            if isinstance(outcome, Exception):
-                failed += 1
-                responses[index] = self.error(f"inference failed: {outcome}",
-                                              pb.TritonError.INTERNAL)
-            else:
-                responses[index] = pb.InferenceResponse(output_tensors=[
-                    pb.Tensor(name, output_array([r[name] for r in outcome]))
-                    for name in wanted[index]])
-        if failed:
-            self.metrics.failed(failed)
-        return responses
+    def run_requests(self, requests) -> list:
+        """One response per request, in order: the pipeline over one record each."""
+        records = [RequestRecord(request) for request in requests]
+        live = [record for record in records if not self.skip_cancelled(record)]
+        if live:
+            self.read_inputs(live)
+            parsed = self.parse_inputs(live)
+            if parsed:
+                confidence = any(CONFIDENCE in record.outputs for record in parsed)
+                tokens = infer_in_halves(self.runner, parsed, confidence, self.name)
+                self.observer.inferred(parsed, tokens)
+        return [self.respond(record) for record in records]
 
-    def infer_owners(self, owners: list[tuple[int, list]],
-                     confidence: bool) -> dict[int, list | Exception]:
-        """Each request's results, from one inference over all their items; if it raises,
-        split the requests in halves and retry each, so only the failing one gets the error."""
-        if not owners:
-            return {}
-        try:
-            results = self.runner.infer([item for _, items in owners for item in items],
-                                        confidence)
-        except Exception as exc:
-            if len(owners) == 1:
-                log.error("%s: inference failed: %s", self.name, traceback.format_exc())
-                return {owners[0][0]: exc}
-            middle = len(owners) // 2
-            return {**self.infer_owners(owners[:middle], confidence),
-                    **self.infer_owners(owners[middle:], confidence)}
-        outcome, start = {}, 0
-        for index, items in owners:
-            outcome[index] = results[start:start + len(items)]
-            start += len(items)
-        return outcome
-
-    @staticmethod
-    def cancelled(request) -> bool:
+    def skip_cancelled(self, record: RequestRecord) -> bool:
         """Whether the caller gave up (deadline passed, call cancelled) while this request
         waited in the queue; then nobody reads the answer, so no work is done for it."""
         try:
-            return bool(request.is_cancelled())
+            cancelled = bool(record.request.is_cancelled())
         except Exception:  # older Python backends cannot tell (no such method)
-            return False
+            cancelled = False
+        if cancelled:
+            record.fail(CANCELLED, "cancelled: the caller has gone")
+        return cancelled
+
+    def read_inputs(self, records: list[RequestRecord]) -> None:
+        """Each request's outputs asked for and input tensors. Tensors are read here, on
+        the backend's thread; decoding runs in parallel across requests (parse_inputs)."""
+        for record in records:
+            record.outputs = self.requested(record.request)
+            try:
+                record.inputs = self.read(record.request)
+            except Exception as exc:
+                record.fail(INVALID_ARG, f"could not read inputs: {type(exc).__name__}: {exc}")
+
+    def parse_inputs(self, records: list[RequestRecord]) -> list[RequestRecord]:
+        """Decode the requests' items (mostly image decompression, which releases the
+        GIL, so in threads); the records that parsed."""
+        started = time.perf_counter()
+        if len(records) > 1:
+            list(self.pool.map(self.parse, records))
+        else:
+            self.parse(records[0])
+        self.observer.parsed(records, time.perf_counter() - started)
+        return [record for record in records if not record.failed]
 
     def requested(self, request) -> list[str]:
         """The outputs to send back, in the config's order: those the request asked for.
@@ -178,27 +149,37 @@ class TritonModel:
             return list(self.runner_class.outputs)
         return [name for name in self.runner_class.outputs if name in asked]
 
-    def read(self, request) -> dict[str, list[bytes] | None] | Exception:
-        try:
-            values = {}
-            for name in self.runner_class.inputs:
-                tensor = self.pb.get_input_tensor_by_name(request, name)
-                values[name] = None if tensor is None else to_bytes_list(tensor.as_numpy())
-            return values
-        except Exception as exc:
-            return InvalidInput(f"could not read inputs: {type(exc).__name__}: {exc}")
+    def read(self, request) -> dict[str, list[bytes] | None]:
+        values = {}
+        for name in self.runner_class.inputs:
+            tensor = self.pb.get_input_tensor_by_name(request, name)
+            values[name] = None if tensor is None else to_bytes_list(tensor.as_numpy())
+        return values
 
-    def parse(self, tensors):
-        """The request's items, or the exception that makes it INVALID_ARG."""
-        if isinstance(tensors, Exception):
-            return tensors
+    def parse(self, record: RequestRecord) -> None:
+        """The request's items, or the error that makes it INVALID_ARG."""
+        if record.failed:
+            return
+        started = time.perf_counter()
         try:
-            return self.runner.parse(tensors)
+            record.items = self.runner.parse(record.inputs)
         except InvalidInput as exc:
-            return exc
+            record.fail(INVALID_ARG, str(exc))
         except Exception as exc:  # a decoder bug must still cost only this request
             log.error("%s: parsing failed: %s", self.name, traceback.format_exc())
-            return InvalidInput(f"could not read inputs: {type(exc).__name__}: {exc}")
+            record.fail(INVALID_ARG, f"could not read inputs: {type(exc).__name__}: {exc}")
+        record.timings["parse"] = time.perf_counter() - started
+
+    def respond(self, record: RequestRecord):
+        """The request's response: its error, or the outputs it asked for."""
+        pb = self.pb
+        if record.failed:
+            # CANCELLED is missing from older Python backends; UNAVAILABLE is the closest
+            return self.error(record.error, getattr(pb.TritonError, record.code,
+                                                    pb.TritonError.UNAVAILABLE))
+        return pb.InferenceResponse(output_tensors=[
+            pb.Tensor(name, output_array([result[name] for result in record.results]))
+            for name in record.outputs])
 
     def error(self, message: str, code):
         return self.pb.InferenceResponse(error=self.pb.TritonError(f"{self.name}: {message}", code))

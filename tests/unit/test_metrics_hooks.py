@@ -10,7 +10,7 @@ import pytest
 from i2tt_server.metrics import (DECODE, GENERATED, INTERNAL, ITEMS, REJECTED, ModelMetrics, NoMetrics,
                                  rejection_reason)
 from i2tt_server.runners import BlipCaptioner, T5Tagger
-from i2tt_server.runners.base import count_new_tokens
+from i2tt_server.runners.generative import count_new_tokens
 from i2tt_server.triton_adapter import TritonModel
 from test_triton_adapter import fake_pb_utils, request
 

@@ -3,6 +3,13 @@
 Each runner is usable without Triton (tests, benchmarks, notebooks); the Triton adapter
 only moves tensors in and out of it. ``RUNNERS`` is the registry every table of model
 facts (weights folders, checkpoints, transformers classes) is derived from.
+
+The layers: ``base.Runner`` (the facts, parsing, grouping, ``infer`` over the groups);
+``generative.GenerativeRunner`` (loading a transformers model, device and dtype from
+``device``, the batched generate and its token count), under it
+``prompted.PromptedImageRunner`` (IMAGE + optional PROMPT: BLIP, Kosmos-2), TrOCR and T5;
+``ocr_page.PageReader`` beside the generative runners (its lines are read by a line
+reader it is given). ``inflight`` describes what iteration-level batching would need.
 """
 
 from __future__ import annotations

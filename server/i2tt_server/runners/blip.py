@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
-
-from PIL import Image
 
 from ..text import clean_caption
-from .base import CONFIDENCE, Runner, Settings, gray_image, read_text, with_confidence
+from .base import CONFIDENCE, Settings
+from .prompted import PromptedImageRunner
 
 
 @dataclasses.dataclass
@@ -18,14 +16,8 @@ class BlipSettings(Settings):
     clean_caption: bool = True  # strip BLIP-large's "arafed"-style words
 
 
-class BlipItem(NamedTuple):
-    image: Image.Image
-    prompt: str | None
-
-
-class BlipCaptioner(Runner):
+class BlipCaptioner(PromptedImageRunner):
     name = "blip_caption"
-    inputs = ("IMAGE", "PROMPT")
     outputs = ("CAPTION", CONFIDENCE)
     settings_class = BlipSettings
     model_class = "BlipForConditionalGeneration"
@@ -40,25 +32,13 @@ class BlipCaptioner(Runner):
         self.max_prompt_tokens = (self.model.config.text_config.max_position_embeddings
                                   - self.settings.max_new_tokens)
 
-    def parse_one(self, values):
-        prompt = read_text(values.get("PROMPT"), "PROMPT", False)
-        if prompt is not None:
-            self.check_tokens(prompt, "PROMPT", self.max_prompt_tokens)
-        return BlipItem(self.image(values["IMAGE"]), prompt)
-
-    def warmup_items(self):
-        return [BlipItem(gray_image(), None)]
-
-    def group_key(self, item):
-        return item.prompt
-
     def infer_group(self, items, prompt, confidence):
         images = [item.image for item in items]
         text_kwargs = {"text": [prompt] * len(images)} if prompt else {}
         batch = self.processor(images=images, return_tensors="pt", **text_kwargs)
-        generated, confidences = self.generate(self.model, confidence=confidence,
-                                               **self.to_device(batch))
-        captions = [c.strip() for c in self.processor.batch_decode(generated, skip_special_tokens=True)]
+        generated = self.generate(self.model, confidence=confidence, **self.to_device(batch))
+        captions = [c.strip() for c in self.processor.batch_decode(generated.sequences,
+                                                                   skip_special_tokens=True)]
         if self.settings.clean_caption:
             captions = [clean_caption(c) for c in captions]
-        return with_confidence([{"CAPTION": c} for c in captions], confidences)
+        return generated.answers([{"CAPTION": c} for c in captions])

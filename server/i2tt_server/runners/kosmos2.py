@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import NamedTuple
-
-from PIL import Image
-
-from .base import CONFIDENCE, Runner, Settings, gray_image, read_text, with_confidence
+from .base import CONFIDENCE, Settings, gray_image
+from .prompted import PromptedImageRunner
 
 DEFAULT_PROMPT = "<grounding>An image of"
 
@@ -23,11 +20,6 @@ class Kosmos2Settings(Settings):
     max_prompt_tokens: int = 64
 
 
-class Kosmos2Item(NamedTuple):
-    image: Image.Image
-    prompt: str
-
-
 def entities_json(entities) -> str:
     """Kosmos-2's (phrase, (start, end), [(x1, y1, x2, y2), ...]) tuples as JSON objects,
     boxes normalised to 0..1 of the image's width and height."""
@@ -36,14 +28,14 @@ def entities_json(entities) -> str:
                        for phrase, (start, end), boxes in entities])
 
 
-class Kosmos2Grounder(Runner):
+class Kosmos2Grounder(PromptedImageRunner):
     name = "kosmos2_caption"
-    inputs = ("IMAGE", "PROMPT")
     outputs = ("CAPTION", "ENTITIES", CONFIDENCE)
     settings_class = Kosmos2Settings
     model_class = "Kosmos2ForConditionalGeneration"
     processor_class = "Kosmos2Processor"
     checkpoints = {"kosmos-2": "microsoft/kosmos-2-patch14-224"}
+    default_prompt = DEFAULT_PROMPT
 
     def load(self) -> None:
         super().load()
@@ -54,31 +46,19 @@ class Kosmos2Grounder(Runner):
                 - self.settings.max_new_tokens)
         self.max_prompt_tokens = min(self.settings.max_prompt_tokens, left)
 
-    def parse_one(self, values):
-        prompt = read_text(values.get("PROMPT"), "PROMPT", False)
-        if prompt is not None:
-            self.check_tokens(prompt, "PROMPT", self.max_prompt_tokens)
-        return Kosmos2Item(self.image(values["IMAGE"]), prompt or DEFAULT_PROMPT)
-
-    def warmup_items(self):
-        return [Kosmos2Item(gray_image(), DEFAULT_PROMPT)]
-
-    def group_key(self, item):
-        return item.prompt
-
     def infer_group(self, items, prompt, confidence):
         images = [item.image for item in items]
         batch = self.to_device(self.processor(text=[prompt] * len(images), images=images,
                                               return_tensors="pt"))
-        generated, confidences = self.generate(
+        generated = self.generate(
             self.model, confidence=confidence, pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             image_embeds_position_mask=batch["image_embeds_position_mask"])
         # Special tokens carry the grounding (<phrase>, <patch_index_...>): keep them for
         # post_process_generation, which strips every tag itself.
-        texts = self.processor.batch_decode(generated, skip_special_tokens=False)
+        texts = self.processor.batch_decode(generated.sequences, skip_special_tokens=False)
         results = []
         for raw in texts:
             caption, entities = self.processor.post_process_generation(raw)
             results.append({"CAPTION": caption, "ENTITIES": entities_json(entities)})
-        return with_confidence(results, confidences)
+        return generated.answers(results)

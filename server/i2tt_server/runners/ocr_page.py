@@ -2,12 +2,13 @@
 have every line read by a line reader (``trocr_ocr``), assemble the page.
 
 The page logic is plain Python: ``parse`` decodes a page and finds and crops its lines,
-``infer`` hands the crops of all pages of a batch to ``self.read_lines`` in one call and
-assembles each page's TEXT and LINES. In Triton, ``read_lines`` sends every crop to
-``trocr_ocr`` through business-logic calls (i2tt_server.pages_adapter), so the lines of all
-pages share ``trocr_ocr``'s dynamic batcher with every other caller; outside Triton any
-callable from PNG crops to (text, confidence) readings will do (a TrOCRReader, a
-tritonclient call).
+``infer`` hands the crops of all pages of a batch to the line reader it was made with
+(``read_lines``) in one call and assembles each page's TEXT and LINES. It generates
+nothing itself, so it is a peer of the generative runners, not one of them. In Triton,
+``read_lines`` sends every crop to ``trocr_ocr`` through business-logic calls
+(i2tt_server.pages_adapter), so the lines of all pages share ``trocr_ocr``'s dynamic
+batcher with every other caller; outside Triton any callable from PNG crops to (text,
+confidence) readings will do (a TrOCRReader, a tritonclient call).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 from ..errors import InvalidInput
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 from ..lines import Line, PageLineFinder
-from .base import Parameters, Runner
+from .base import Answers, Parameters, Runner
 
 
 class Reading(NamedTuple):
@@ -100,15 +101,14 @@ class PageReader(Runner):
     outputs = ("TEXT", "LINES")
     sample = "page"  # what the benchmark and load test send it
     settings_class = PageSettings
-    checkpoints: dict[str, str] = {}  # no weights: ``ocr_model`` reads the lines
-    model_class = processor_class = ""
+    # no weights of its own (``checkpoints`` stays empty): ``ocr_model`` reads the lines
 
     @classmethod
     def called_models(cls, params: dict[str, str]) -> list[str]:
         return [cls.settings_class.from_parameters(params).ocr_model]
 
     def __init__(self, settings: PageSettings, read_lines: LineReader | None = None, **_):
-        self.settings = settings
+        super().__init__(settings)
         self.device = "cpu"  # line finding runs on the CPU; the reader chooses its own
         self.find_lines = PageLineFinder(settings.tessdata, settings.clean_up)
         self.read_lines = read_lines
@@ -131,7 +131,7 @@ class PageReader(Runner):
                  for line in layout.lines]
         return Page(image.width, image.height, layout.boxes, crops)
 
-    def infer(self, items: Sequence[Page], confidence: bool = False) -> list[dict[str, str]]:
+    def infer(self, items: Sequence[Page], confidence: bool = False) -> Answers:
         """All lines of all pages read in one call; TEXT and LINES for each page (LINES
         always carry each line's confidence: ``confidence`` asks for no more)."""
         crops = [crop for page in items for crop in page.crops]
@@ -140,7 +140,7 @@ class PageReader(Runner):
         readings = self.read_lines(crops) if crops else []
         if len(readings) != len(crops):
             raise RuntimeError(f"the line reader gave {len(readings)} texts for {len(crops)} lines")
-        results, start = [], 0
+        results, start = Answers(), 0
         for page in items:
             mine = readings[start:start + len(page.lines)]
             start += len(page.lines)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..text import clean_tags
-from .base import Runner, Settings, read_text
+from .base import Settings, read_text
+from .generative import GenerativeRunner
 
 
 @dataclasses.dataclass
@@ -16,7 +17,7 @@ class T5Settings(Settings):
     max_input_tokens: int = 512  # longer text is truncated, not refused
 
 
-class T5Tagger(Runner):
+class T5Tagger(GenerativeRunner):
     name = "t5_tags"
     inputs = ("TEXT",)
     outputs = ("TAGS",)
@@ -40,6 +41,6 @@ class T5Tagger(Runner):
     def infer_group(self, items, _key, _confidence):
         batch = self.processor(list(items), max_length=self.settings.max_input_tokens,
                                truncation=True, padding=True, return_tensors="pt")
-        generated, _ = self.generate(self.model, **self.to_device(batch))
-        raw = self.processor.batch_decode(generated, skip_special_tokens=True)
-        return [{"TAGS": clean_tags(r)} for r in raw]
+        generated = self.generate(self.model, **self.to_device(batch))
+        raw = self.processor.batch_decode(generated.sequences, skip_special_tokens=True)
+        return generated.answers([{"TAGS": clean_tags(r)} for r in raw])

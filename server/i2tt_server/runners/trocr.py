@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import CONFIDENCE, Runner, Settings, gray_image, with_confidence
+from .base import CONFIDENCE, Settings, gray_image
+from .generative import GenerativeRunner
 
 
 @dataclasses.dataclass
@@ -13,7 +14,7 @@ class TrOCRSettings(Settings):
     max_new_tokens: int = 64
 
 
-class TrOCRReader(Runner):
+class TrOCRReader(GenerativeRunner):
     name = "trocr_ocr"
     inputs = ("IMAGE",)
     outputs = ("TEXT", CONFIDENCE)
@@ -32,7 +33,6 @@ class TrOCRReader(Runner):
 
     def infer_group(self, items, _key, confidence):
         batch = self.processor(images=list(items), return_tensors="pt")
-        generated, confidences = self.generate(self.model, confidence=confidence,
-                                               **self.to_device(batch))
-        texts = self.processor.batch_decode(generated, skip_special_tokens=True)
-        return with_confidence([{"TEXT": t.strip()} for t in texts], confidences)
+        generated = self.generate(self.model, confidence=confidence, **self.to_device(batch))
+        texts = self.processor.batch_decode(generated.sequences, skip_special_tokens=True)
+        return generated.answers([{"TEXT": t.strip()} for t in texts])

@@ -66,7 +66,8 @@ def _bytelevel_vocab(size: int | None) -> tuple[dict[str, int], list[str]]:
     return vocab, []
 
 
-def _vision(size: str, tiny: dict, full: dict) -> dict:
+def _for_size(size: str, tiny: dict, full: dict) -> dict:
+    """The config values of the size being built: ``tiny``'s or ``full``'s."""
     return tiny if size == "tiny" else full
 
 
@@ -82,14 +83,14 @@ def build_blip(dest: Path, size: str, variant: int) -> None:
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     tokenizer.add_tokens(["[ENC]"], special_tokens=True)
     image_size = 32 if size == "tiny" else 384
-    vision = _vision(size,
+    vision = _for_size(size,
                      dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=2, patch_size=8, initializer_range=1.0),
                      dict(hidden_size=1024 if large else 768, intermediate_size=4096 if large else 3072,
                           num_hidden_layers=24 if large else 12, num_attention_heads=16 if large else 12,
                           patch_size=16))
     vision["image_size"] = image_size
-    text = _vision(size,
+    text = _for_size(size,
                    dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, max_position_embeddings=64, initializer_range=0.05),
                    dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -120,13 +121,13 @@ def build_kosmos2(dest: Path, size: str, variant: int) -> None:
         CLIPImageProcessor(size={"shortest_edge": image_size},
                            crop_size={"height": image_size, "width": image_size}),
         tokenizer)
-    vision = _vision(size,
+    vision = _for_size(size,
                      dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=2, initializer_range=1.0),
                      dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                           num_attention_heads=16))
     vision.update(image_size=image_size, patch_size=14)
-    text = _vision(size,
+    text = _for_size(size,
                    dict(embed_dim=32, ffn_dim=64, layers=2, attention_heads=2,
                         max_position_embeddings=256, init_std=1.0),
                    dict(embed_dim=2048, ffn_dim=8192, layers=24, attention_heads=32,
@@ -155,13 +156,13 @@ def build_trocr(dest: Path, size: str, variant: int) -> None:
     vocab, merges = _bytelevel_vocab(50265 if size == "full" else None)
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=512)
     image_size = 32 if size == "tiny" else 384
-    encoder = _vision(size,
+    encoder = _for_size(size,
                       dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, patch_size=8, initializer_range=0.5),
                       dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                            num_attention_heads=12, patch_size=16))
     encoder["image_size"] = image_size
-    decoder = _vision(size,
+    decoder = _for_size(size,
                       dict(d_model=32, decoder_ffn_dim=64, decoder_layers=2,
                            decoder_attention_heads=2, max_position_embeddings=64, init_std=0.5),
                       dict(d_model=1024, decoder_ffn_dim=4096, decoder_layers=12,
@@ -193,7 +194,7 @@ def build_t5(dest: Path, size: str, variant: int) -> None:
     tokenizer = T5Tokenizer(vocab=_unigram_vocab(["<pad>", "</s>", "<unk>"],
                                                  32000 if size == "full" else None),
                             extra_ids=100, model_max_length=512)
-    dims = _vision(size,
+    dims = _for_size(size,
                    dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                         initializer_factor=10.0),
                    dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12))
