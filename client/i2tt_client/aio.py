@@ -1,6 +1,6 @@
 """The asyncio client: the same methods as :class:`~i2tt_client.I2TTClient`, awaited.
 
-It runs the same flows as the blocking client (see :mod:`i2tt_client.core`) on
+It runs the same flows as the blocking client (see :mod:`i2tt_client.flows`) on
 tritonclient's grpc.aio client; a list is worked through by ``max_in_flight`` tasks.
 """
 
@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .core import Batch, ClientBase, Collector, Flow, call_flow, drive_async, settle
+from .base import ClientBase
+from .batches import Batch, Collector, as_item_error
+from .effects import Flow, drive_async
+from .flows import call_flow
 
 
 class AsyncI2TTClient(ClientBase):
@@ -46,8 +49,8 @@ class AsyncI2TTClient(ClientBase):
     async def _drive(self, flow: Flow) -> Any:
         return await drive_async(flow, self._triton)
 
-    async def _run(self, batch: Batch, progress: bool, on_result):
-        collector = Collector(batch.op.name, batch.total, progress, on_result)
+    async def _run(self, batch: Batch):
+        collector = Collector(batch)
         items = enumerate(batch.items)
         triton = self._triton
 
@@ -56,16 +59,14 @@ class AsyncI2TTClient(ClientBase):
             for index, item in items:
                 try:
                     outcome = await drive_async(
-                        call_flow(batch.op, item, index, self.settings, batch.timeout), triton)
+                        call_flow(batch.op, item, index, self.settings, batch.options), triton)
                 except Exception as exc:
-                    outcome = settle(batch.op, exc, index)
+                    outcome = as_item_error(batch.op, exc, index)
                 collector.add(index, outcome)
 
-        width = 1 if batch.single else self.settings.max_in_flight
-        if batch.total is not None:
-            width = max(1, min(width, batch.total))
+        width = batch.width(self.settings.max_in_flight)
         try:
             await asyncio.gather(*(worker() for _ in range(width)))
         finally:
             collector.close()
-        return collector.finish(batch.single, batch.errors)
+        return collector.finish()

@@ -8,7 +8,10 @@ from typing import Any
 
 import tritonclient.grpc as grpcclient
 
-from .core import Batch, ClientBase, Collector, Flow, call_flow, drive, settle
+from .base import ClientBase
+from .batches import Batch, Collector, as_item_error
+from .effects import Flow, drive
+from .flows import call_flow
 
 
 class I2TTClient(ClientBase):
@@ -35,8 +38,8 @@ class I2TTClient(ClientBase):
     def _drive(self, flow: Flow) -> Any:
         return drive(flow, self._triton)
 
-    def _run(self, batch: Batch, progress: bool, on_result):
-        collector = Collector(batch.op.name, batch.total, progress, on_result)
+    def _run(self, batch: Batch):
+        collector = Collector(batch)
         items = enumerate(batch.items)
         pull, report, stop = threading.Lock(), threading.Lock(), threading.Event()
         failures: list[BaseException] = []
@@ -56,10 +59,10 @@ class I2TTClient(ClientBase):
                         stop.set()
                         return
                 try:
-                    outcome = drive(call_flow(batch.op, item, index, self.settings, batch.timeout),
+                    outcome = drive(call_flow(batch.op, item, index, self.settings, batch.options),
                                     self._triton)
                 except Exception as exc:
-                    outcome = settle(batch.op, exc, index)
+                    outcome = as_item_error(batch.op, exc, index)
                 with report:
                     try:
                         collector.add(index, outcome)
@@ -68,9 +71,7 @@ class I2TTClient(ClientBase):
                         stop.set()
                         return
 
-        width = 1 if batch.single else self.settings.max_in_flight
-        if batch.total is not None:
-            width = max(1, min(width, batch.total))
+        width = batch.width(self.settings.max_in_flight)
         threads = [threading.Thread(target=worker, daemon=True, name=f"i2tt-{i}")
                    for i in range(width)]
         try:
@@ -87,4 +88,4 @@ class I2TTClient(ClientBase):
             collector.close()
         if failures:
             raise failures[0]
-        return collector.finish(batch.single, batch.errors)
+        return collector.finish()

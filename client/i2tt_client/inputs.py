@@ -95,7 +95,7 @@ def read_file(path: Path, index: int | None) -> bytes:
     return data
 
 
-class Watchdog:
+class FetchDeadline:
     """Ends a fetch at its total deadline by shutting its connections down.
 
     Socket timeouts limit each read, not the whole: a server that sends a byte a second
@@ -105,10 +105,10 @@ class Watchdog:
     """
 
     def __init__(self, seconds: float):
-        self.fired = False
+        self.passed = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._fire)
+        self._timer = threading.Timer(seconds, self._pass)
         self._timer.daemon = True
         self._timer.start()
 
@@ -116,13 +116,13 @@ class Watchdog:
         sock = socket.create_connection(*args, **kwargs)
         with self._lock:
             self._sockets.append(sock.dup())
-            if self.fired:
+            if self.passed:
                 _shutdown(self._sockets[-1])
         return sock
 
-    def _fire(self) -> None:
+    def _pass(self) -> None:
         with self._lock:
-            self.fired = True
+            self.passed = True
             for sock in self._sockets:
                 _shutdown(sock)
 
@@ -141,29 +141,29 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # already closed by the other side
 
 
-class _Watched:
-    """A urllib handler whose connections are watched by a :class:`Watchdog`."""
+class _UnderDeadline:
+    """A urllib handler whose connections are ended by a :class:`FetchDeadline`."""
 
-    def __init__(self, watchdog: Watchdog):
+    def __init__(self, deadline: FetchDeadline):
         super().__init__()
-        self.watchdog = watchdog
+        self.deadline = deadline
 
     def do_open(self, http_class, request, **kwargs):
-        return super().do_open(functools.partial(_watched, http_class, self.watchdog),
+        return super().do_open(functools.partial(_connection_under, http_class, self.deadline),
                                request, **kwargs)
 
 
-class _WatchedHTTPHandler(_Watched, urllib.request.HTTPHandler):
+class _DeadlineHTTPHandler(_UnderDeadline, urllib.request.HTTPHandler):
     pass
 
 
-class _WatchedHTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+class _DeadlineHTTPSHandler(_UnderDeadline, urllib.request.HTTPSHandler):
     pass
 
 
-def _watched(connection_class, watchdog: Watchdog, *args, **kwargs):
+def _connection_under(connection_class, deadline: FetchDeadline, *args, **kwargs):
     connection = connection_class(*args, **kwargs)
-    connection._create_connection = watchdog.create_connection
+    connection._create_connection = deadline.create_connection
     return connection
 
 
@@ -172,10 +172,10 @@ def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "i2tt-client"})
     if limits.timeout <= 0:
         raise InvalidInputError(index, f"{url}: timed out: no time left to fetch it")
-    watchdog = Watchdog(limits.timeout)
+    deadline = FetchDeadline(limits.timeout)
     expired = InvalidInputError(index, f"{url}: timed out: not fetched within {limits.timeout:g}s")
-    opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog),
-                                         _WatchedHTTPSHandler(watchdog))
+    opener = urllib.request.build_opener(_DeadlineHTTPHandler(deadline),
+                                         _DeadlineHTTPSHandler(deadline))
     try:
         with opener.open(request, timeout=limits.timeout) as response:
             length = response.headers.get("Content-Length")
@@ -190,15 +190,15 @@ def fetch_url(url: str, index: int | None, limits: FetchLimits) -> bytes:
     except urllib.error.HTTPError as exc:
         raise InvalidInputError(index, f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
-        if watchdog.fired:
+        if deadline.passed:
             raise expired from None
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
             reason = f"timed out after {limits.timeout:g}s"
         raise InvalidInputError(index, f"{url}: cannot fetch ({reason})") from None
     finally:
-        watchdog.close()
-    if watchdog.fired:  # the body may have been cut short
+        deadline.close()
+    if deadline.passed:  # the body may have been cut short
         raise expired
     if len(data) > limits.max_bytes:
         raise InvalidInputError(index, f"{url}: body is over the {limits.max_bytes}-byte limit")

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from i2tt_client import Caption, Entity, Grounding, InvalidInputError, PageText, Tags, TextLine
-from i2tt_client.cli import confident_lines, expand_images, read_rows, restore, row, text_block
+from i2tt_client.cli.formats import read_rows, restore, row, text_block
+from i2tt_client.cli.inference import confident_lines
+from i2tt_client.cli.sources import expand_images
 from i2tt_client.draw import draw_grounding
 from i2tt_client.errors import (DeadlineExceededError, ServerError, UnavailableError,
                                 from_triton)
@@ -138,7 +140,7 @@ def test_api_key_travels_under_the_name_triton_checks_and_the_plain_name():
 
 
 def test_channel_options_keep_tritonclients_message_limits():
-    from i2tt_client.core import channel_options
+    from i2tt_client.settings import channel_options
 
     assert channel_options(None, None) is None  # tritonclient's own defaults
     options = dict(channel_options([("grpc.max_receive_message_length", 1024)], "round_robin"))
@@ -205,7 +207,7 @@ def test_a_crashed_or_reloading_model_is_retried_by_default_and_an_unknown_one_i
 
 
 def test_the_wait_for_a_heal_starts_short_and_ends_with_the_deadline():
-    from i2tt_client.core import Deadline, Healing
+    from i2tt_client.deadlines import Deadline, Healing
 
     healing = Healing()
     pauses = [healing.delay() for _ in range(7)]
@@ -214,7 +216,7 @@ def test_the_wait_for_a_heal_starts_short_and_ends_with_the_deadline():
 
 
 def test_the_text_format_escapes_control_characters_so_each_row_stays_one_line():
-    from i2tt_client.cli import text_block
+    from i2tt_client.cli.formats import text_block
 
     record = {"input": "page.png", "error": None, "text": "a\x1cb\nc",
               "lines": [{"text": "a\x1cb", "box": [0, 0, 1, 0.5], "confidence": 0.5},
