@@ -113,21 +113,24 @@ def run_locust(args: argparse.Namespace, host: str) -> int:
 def start_server(args: argparse.Namespace):
     """A tritonserver on free local ports serving the whole repository on --weights."""
     from i2tt_server.launcher import TritonServer, free_port
-    from i2tt_server.repository import served_folders
+    from i2tt_server.repository import ModelRepository
+    from i2tt_server.serve_options import ServeOptions
     from i2tt_server.weights_layout import missing_folders
     from i2tt_server.weights.synthetic import make_test_weights
 
     # Only the tiny test weights are ours to build; a folder of real weights is left alone.
-    folders = served_folders(ROOT / "model_repository")
+    repository = ModelRepository.read(ROOT / "model_repository")
+    folders = repository.served_folders()
     missing = missing_folders(args.weights, folders) if args.weights == TEST_WEIGHTS else []
     if missing:
         print(f"building tiny test weights in {args.weights}: {', '.join(missing)}", flush=True)
         make_test_weights(args.weights, "tiny", missing)
     log_file = args.report_dir / "tritonserver.log"
     # This checkout's model repository, not the one next to wherever i2tt_server is installed.
-    server = TritonServer(ROOT / "model_repository", weights=args.weights,
-                          http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                          host="127.0.0.1", log_file=log_file)
+    server = TritonServer(ServeOptions(repository, weights=args.weights,
+                                       http_port=free_port(), grpc_port=free_port(),
+                                       metrics_port=free_port(), host="127.0.0.1",
+                                       log_file=log_file))
     print(f"starting tritonserver on {server.grpc_url} (log: {log_file})", flush=True)
     started = time.monotonic()
     server.start(timeout=300)

@@ -52,14 +52,17 @@ def main(argv=None) -> int:
     import tritonclient.grpc as grpcclient
 
     from i2tt_server.launcher import TritonServer, free_port
+    from i2tt_server.serve_options import ServeOptions
     from triton_calls import infer
 
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (90, 140, 200)).save(buffer, "JPEG")
     photo = buffer.getvalue()
-    server = TritonServer(ROOT / "model_repository", weights=args.weights, http_port=free_port(),
-                          grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",
-                          profile=args.batching, log_file="/tmp/i2tt-serve-memory.log")
+    server = TritonServer(ServeOptions(ROOT / "model_repository", weights=args.weights,
+                                       http_port=free_port(), grpc_port=free_port(),
+                                       metrics_port=free_port(), host="127.0.0.1",
+                                       profile=args.batching,
+                                       log_file="/tmp/i2tt-serve-memory.log"))
     with server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         infer(client, "caption_tags", IMAGE=[photo])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from i2tt_server.launcher import TritonServer, free_port
+from i2tt_server.serve_options import ServeOptions
 from i2tt_server.repository import chain, derive_repository, set_queue_delay
 from testdata import REPOSITORY, ROOT, SEED_NAMES, configs, log_tail, seed_bytes
 
@@ -96,16 +97,17 @@ def triton(request, weights_dir, tmp_path_factory) -> TritonServer:
     repository = derive_repository(REPOSITORY, tmp / "model_repository",
                                    chain(set_queue_delay(QUEUE_DELAY_US), set_device(device)),
                                    models=served)
-    server = TritonServer(repository, weights=weights_dir, http_port=free_port(),
-                          grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",
-                          log_file=tmp / "tritonserver.log")
+    server = TritonServer(ServeOptions(repository, weights=weights_dir, http_port=free_port(),
+                                       grpc_port=free_port(), metrics_port=free_port(),
+                                       host="127.0.0.1", log_file=tmp / "tritonserver.log"))
     server.device = device
     # The launcher's own events (a model healed, a drain) go into the server's log too, so a
     # failed test that prints the log shows them in order with the server's lines.
     launcher_log = logging.FileHandler(server.log_file)
     launcher_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     # (the launcher's modules only: the unit tests run the models' code in this process)
-    launcher_log.addFilter(lambda record: record.module in ("launcher", "watchdog", "shm"))
+    launcher_log.addFilter(lambda record: record.module in ("launcher", "watchdog", "shm",
+                                                            "model_processes"))
     logging.getLogger("i2tt_server").addHandler(launcher_log)
     server.start(timeout=300)
     yield server

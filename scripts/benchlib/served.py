@@ -131,10 +131,12 @@ def served_row(server, target: str, steps: tuple[str, ...], input_name: str,
 def start_server(repository: Path, weights: Path, log_file: Path, timeout: float = 1800.0,
                  cache_size: int = 0):
     from i2tt_server.launcher import TritonServer, free_port
+    from i2tt_server.serve_options import ServeOptions
 
     # Distinct image bytes per request keep every measured request a cache miss; the cache
     # only answers the rows that repeat one image on purpose.
-    server = TritonServer(repository, weights=weights, http_port=free_port(),
-                          grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1",
-                          cache_size=cache_size, log_file=log_file)
+    server = TritonServer(ServeOptions(repository, weights=weights, http_port=free_port(),
+                                       grpc_port=free_port(), metrics_port=free_port(),
+                                       host="127.0.0.1", cache_size=cache_size,
+                                       log_file=log_file))
     return server.start(timeout=timeout)

@@ -9,9 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .launcher import API_KEY_ENV, API_KEY_HEADER, TritonServer, Tls
-from .repository import REPOSITORY_ENV, find_repository, served_folders, with_called_models
+from .launcher import TritonServer
+from .repository import REPOSITORY_ENV, ModelRepository
 from .runners import checkpoints, default_folders
+from .serve_options import API_KEY_ENV, API_KEY_HEADER, ServeOptions, Tls
 from .weights_layout import missing_folders, weights_root
 
 
@@ -38,47 +39,20 @@ def cmd_make_test_weights(args) -> int:
 def cmd_serve(args) -> int:
     root = weights_root(args.weights)
     try:
-        repository = find_repository(args.model_repository)
+        repository = ModelRepository.find(args.model_repository)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    models = with_called_models(repository, args.models)
-    missing = missing_folders(root, served_folders(repository, models))
-    if missing and args.fetch:
-        from .weights.fetch import FetchError, fetch_weights
-
-        try:
-            fetch_weights(root, missing, log=lambda m: print(m, file=sys.stderr))
-        except FetchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    elif missing:
-        print(f"error: no weights for {missing} in {root}", file=sys.stderr)
+    models = repository.with_called_models(args.models)
+    if not weights_in_place(root, repository.served_folders(models), args.fetch):
         return 1
     try:
-        api_key = read_api_key(args.api_key_file)
-        tls = tls_files(args)
-        server = TritonServer(repository, weights=root,
-                              http_port=args.http_port, grpc_port=args.grpc_port,
-                              metrics_port=args.metrics_port, host=args.host,
-                              models=models, cache_size=args.cache_size,
-                              extra_args=args.triton_arg, profile=args.batching,
-                              exit_timeout=args.exit_timeout, api_key=api_key, tls=tls,
-                              log_format=args.log_format,
-                              grpc_max_connection_age=args.grpc_max_connection_age)
+        options = serve_options(args, repository, models, root)
+        server = TritonServer(options)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    # SIGTERM (Kubernetes stopping the pod) and Ctrl-C (which reaches the whole foreground
-    # process group; the server runs in its own session) both mean: drain, then stop.
-    def request_stop(signum, _frame):
-        if not server.stop_requested.is_set():
-            server.stop_requested.set()
-            print(f"\n{signal.Signals(signum).name}: draining requests in flight (at most "
-                  f"{args.exit_timeout}s), then stopping tritonserver ...", file=sys.stderr)
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop_on_signals(server)
     try:
         server.start(timeout=args.ready_timeout)
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -86,16 +60,66 @@ def cmd_serve(args) -> int:
             return 0
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    scheme = "https" if tls else "http"
-    print(f"I2TT ready: gRPC{'+TLS' if tls else ''} {args.host}:{args.grpc_port}, "
-          f"{scheme.upper()} {args.host}:{args.http_port}, metrics {args.host}:{args.metrics_port}"
-          f"; models: {', '.join(server.expected_models())}; batching profile: "
-          f"{server.resolved_profile()}; API key: {'required' if api_key else 'off'}",
-          file=sys.stderr, flush=True)
+    print(ready_line(server), file=sys.stderr, flush=True)
     code = server.wait()
     if server.failure:
         print(f"error: {server.failure}", file=sys.stderr)
     return code
+
+
+def serve_options(args, repository: ModelRepository, models: list[str] | None,
+                  root: Path) -> ServeOptions:
+    """The serve command's options, from its arguments."""
+    return ServeOptions(repository, weights=root, http_port=args.http_port,
+                        grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                        host=args.host, models=models, cache_size=args.cache_size,
+                        extra_args=args.triton_arg, profile=args.batching,
+                        exit_timeout=args.exit_timeout,
+                        api_key=read_api_key(args.api_key_file), tls=tls_files(args),
+                        log_format=args.log_format,
+                        grpc_max_connection_age=args.grpc_max_connection_age)
+
+
+def weights_in_place(root: Path, folders: list[str], fetch: bool) -> bool:
+    """Whether every weights folder is in ``root``, after fetching the missing ones if
+    ``fetch``; prints why not."""
+    missing = missing_folders(root, folders)
+    if missing and fetch:
+        from .weights.fetch import FetchError, fetch_weights
+
+        try:
+            fetch_weights(root, missing, log=lambda m: print(m, file=sys.stderr))
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return False
+    elif missing:
+        print(f"error: no weights for {missing} in {root}", file=sys.stderr)
+        return False
+    return True
+
+
+def stop_on_signals(server: TritonServer) -> None:
+    """SIGTERM (Kubernetes stopping the pod) and Ctrl-C (which reaches the whole foreground
+    process group; the server runs in its own session) both mean: drain, then stop."""
+    def request_stop(signum, _frame):
+        if not server.stop_requested.is_set():
+            server.stop_requested.set()
+            print(f"\n{signal.Signals(signum).name}: draining requests in flight (at most "
+                  f"{server.options.exit_timeout}s), then stopping tritonserver ...",
+                  file=sys.stderr)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
+def ready_line(server: TritonServer) -> str:
+    options = server.options
+    host, tls = options.host, options.tls
+    scheme = "https" if tls else "http"
+    return (f"I2TT ready: gRPC{'+TLS' if tls else ''} {host}:{options.grpc_port}, "
+            f"{scheme.upper()} {host}:{options.http_port}, metrics {host}:{options.metrics_port}"
+            f"; models: {', '.join(server.expected_models())}; batching profile: "
+            f"{server.resolved_profile()}; API key: {'required' if options.api_key else 'off'}")
 
 
 def read_api_key(path: str | None) -> str | None:
@@ -121,18 +145,31 @@ def tls_files(args) -> Tls | None:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+def parser() -> argparse.ArgumentParser:
     # "@FILE" reads arguments from FILE, one per line: the container runs
     # `i2tt-server serve @/etc/i2tt/serve.args` (deploy/serve.args).
-    parser = argparse.ArgumentParser(prog="i2tt-server", description=__doc__,
-                                     fromfile_prefix_chars="@")
-    sub = parser.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(prog="i2tt-server", description=__doc__,
+                                  fromfile_prefix_chars="@")
+    sub = top.add_subparsers(dest="command", required=True)
+    add_fetch_command(sub)
+    add_make_test_weights_command(sub)
+    add_serve_command(sub)
+    return top
 
+
+def add_fetch_command(sub) -> None:
     fetch = sub.add_parser("fetch-weights", help="download the public checkpoints")
     fetch.add_argument("--models", nargs="+", choices=sorted(checkpoints()),
                        help=f"weights folders (default: {' '.join(default_folders())})")
     fetch.add_argument("--dest", help="weights root (default: $I2TT_WEIGHTS or ~/.cache/i2tt/weights)")
     fetch.set_defaults(func=cmd_fetch)
 
+
+def add_make_test_weights_command(sub) -> None:
     test = sub.add_parser("make-test-weights", help="build random weights offline")
     test.add_argument("dest")
     test.add_argument("--size", choices=["tiny", "full"], default="tiny",
@@ -141,6 +178,8 @@ def main(argv=None) -> int:
                       help="weights folders (default: all)")
     test.set_defaults(func=cmd_make_test_weights)
 
+
+def add_serve_command(sub) -> None:
     serve = sub.add_parser("serve", help="run tritonserver with the model repository")
     serve.add_argument("--weights", help="weights root (default: $I2TT_WEIGHTS or ~/.cache/i2tt/weights)")
     serve.add_argument("--model-repository",
@@ -179,9 +218,6 @@ def main(argv=None) -> int:
     serve.add_argument("--triton-arg", action="append", default=[],
                        help="extra tritonserver argument, e.g. --triton-arg=--log-verbose=1")
     serve.set_defaults(func=cmd_serve)
-
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 if __name__ == "__main__":

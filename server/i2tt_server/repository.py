@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -76,52 +77,76 @@ def business_calls(config: ModelConfig) -> list[str]:
     return RUNNERS[config.name].called_models(params)
 
 
-def with_called_models(repository: Path, models: list[str] | None) -> list[str] | None:
-    """``models`` plus the models they call through business-logic calls (ocr_page calls
-    trocr_ocr), which Triton does not load by itself as it does an ensemble's steps."""
-    if not models:
-        return models
-    configs = read_configs(repository)
-    wanted = list(models)
-    for name in wanted:  # grows while it is walked: calls of calls
-        if name in configs:
-            for called in business_calls(configs[name]):
-                if called not in wanted:
-                    wanted.append(called)
-    return wanted
+@dataclass(frozen=True, eq=False)
+class ModelRepository:
+    """A model repository read once: its folder and every model's config, by model name.
+    What serving needs to know of it (the models a model calls, the weights folders, the
+    order to stop taking requests in) is answered from these configs."""
 
+    path: Path
+    configs: dict[str, ModelConfig]
 
-def callers_first(repository: Path) -> list[list[str]]:
-    """The repository's models in layers, each model in a layer before every model it calls
-    (an ensemble's steps, a business-logic call's target): the order to stop taking
-    requests in, so that nothing accepted finds a model it needs already gone."""
-    configs = read_configs(repository)
-    calls = {name: ((set(ensemble_steps(config)) - {name}) | set(business_calls(config)))
-             & set(configs) for name, config in configs.items()}
-    layers, left = [], set(configs)
-    while left:
-        # models no remaining model calls
-        layer = sorted(m for m in left if not any(m in calls[o] for o in left if o != m))
-        if not layer:  # a cycle: stop the rest together
-            layer = sorted(left)
-        layers.append(layer)
-        left -= set(layer)
-    return layers
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "ModelRepository":
+        return cls(Path(path), read_configs(Path(path)))
 
+    @classmethod
+    def find(cls, explicit: str | os.PathLike | None = None) -> "ModelRepository":
+        """The repository ``find_repository`` finds, read."""
+        return cls.read(find_repository(explicit))
 
-def served_folders(repository: Path, models: list[str] | None = None) -> list[str]:
-    """The weights folders the served configs name (their ``weights`` parameter, else the
-    runner's default); absolute paths are the configs' own business."""
-    from .runners import RUNNERS
+    @property
+    def names(self) -> list[str]:
+        return list(self.configs)
 
-    folders: list[str] = []
-    for name, config in read_configs(repository).items():
-        if name in RUNNERS and RUNNERS[name].checkpoints and (not models or name in models):
-            folder = config.parameters["weights"].string_value if "weights" in config.parameters \
-                else RUNNERS[name].default_folder()
-            if not Path(folder).is_absolute() and folder not in folders:
-                folders.append(folder)
-    return folders
+    def calls(self, model: str) -> set[str]:
+        """The served models ``model`` needs: an ensemble's steps, a business-logic call's
+        target."""
+        config = self.configs[model]
+        return ((set(ensemble_steps(config)) - {model}) | set(business_calls(config))) \
+            & set(self.configs)
+
+    def with_called_models(self, models: list[str] | None) -> list[str] | None:
+        """``models`` plus the models they call through business-logic calls (ocr_page calls
+        trocr_ocr), which Triton does not load by itself as it does an ensemble's steps."""
+        if not models:
+            return models
+        wanted = list(models)
+        for name in wanted:  # grows while it is walked: calls of calls
+            if name in self.configs:
+                for called in business_calls(self.configs[name]):
+                    if called not in wanted:
+                        wanted.append(called)
+        return wanted
+
+    def callers_first(self) -> list[list[str]]:
+        """The models in layers, each model in a layer before every model it calls: the
+        order to stop taking requests in, so that nothing accepted finds a model it needs
+        already gone."""
+        calls = {name: self.calls(name) for name in self.configs}
+        layers, left = [], set(self.configs)
+        while left:
+            # models no remaining model calls
+            layer = sorted(m for m in left if not any(m in calls[o] for o in left if o != m))
+            if not layer:  # a cycle: stop the rest together
+                layer = sorted(left)
+            layers.append(layer)
+            left -= set(layer)
+        return layers
+
+    def served_folders(self, models: list[str] | None = None) -> list[str]:
+        """The weights folders the served configs name (their ``weights`` parameter, else
+        the runner's default); absolute paths are the configs' own business."""
+        from .runners import RUNNERS
+
+        folders: list[str] = []
+        for name, config in self.configs.items():
+            if name in RUNNERS and RUNNERS[name].checkpoints and (not models or name in models):
+                folder = config.parameters["weights"].string_value \
+                    if "weights" in config.parameters else RUNNERS[name].default_folder()
+                if not Path(folder).is_absolute() and folder not in folders:
+                    folders.append(folder)
+        return folders
 
 
 def derive_repository(source: Path, dest: Path,

@@ -17,42 +17,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from pathlib import Path
+from typing import Callable
+
+from .model_processes import stub_processes
 
 log = logging.getLogger("i2tt_server")
 
-STUB_NAME = "triton_python_backend_stub"
-
-
-def stub_processes(server_pid: int) -> dict[int, str]:
-    """Living model processes of one tritonserver: pid -> model name.
-
-    A stub's command line is ``<stub> <repository>/<model>/<version>/model.py ...``.
-    """
-    stubs = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        # stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")"
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) != server_pid or state in ("Z", "X") or not argv[0].endswith(STUB_NAME.encode()):
-            continue
-        if len(argv) > 1:
-            stubs[int(entry.name)] = Path(argv[1].decode()).parents[1].name
-    return stubs
-
 
 class Watchdog:
-    """A daemon thread that checks the server's model processes every ``interval`` seconds
-    and asks the server to heal the model of a process that died."""
+    """A daemon thread that checks a server's model processes every ``interval`` seconds
+    and reports a process that died to ``heal(model, reason, others_alive=...)``, which
+    answers False when the server was given up. It watches while ``watching()`` (the
+    server runs and is not stopping)."""
 
-    def __init__(self, server, interval: float = 0.5):
-        self.server = server
+    def __init__(self, server_pid: int, heal: Callable[..., bool],
+                 watching: Callable[[], bool], interval: float = 0.5):
+        self.server_pid = server_pid
+        self.heal = heal
+        self.watching = watching
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="i2tt-watchdog", daemon=True)
@@ -67,16 +49,14 @@ class Watchdog:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        process = self.server.process
         # How many processes each model runs (its instance count), from the healthy start.
-        expected = Counter(stub_processes(process.pid).values())
+        expected = Counter(stub_processes(self.server_pid).values())
         while not self._stop.wait(self.interval):
-            if process.poll() is not None or self.server.stopping:
+            if not self.watching():
                 return
-            current = stub_processes(process.pid)
-            running = Counter(current.values())
+            running = Counter(stub_processes(self.server_pid).values())
             for model in sorted(m for m, n in expected.items() if running[m] < n):
                 reason = (f"a process of model {model} died ({running[model]} of "
                           f"{expected[model]} running)")
-                if not self.server.heal(model, reason, others_alive=running[model] > 0):
+                if not self.heal(model, reason, others_alive=running[model] > 0):
                     return

@@ -29,8 +29,9 @@ from certificates import Certificates, make_certificates
 from i2tt_client import (AsyncI2TTClient, AuthenticationError, DeadlineExceededError,
                          I2TTClient, Tags, UnavailableError)
 from i2tt_client.cli import main
-from i2tt_server.launcher import TritonServer, Tls, free_port
+from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.repository import derive_repository
+from i2tt_server.serve_options import ServeOptions, Tls
 from testdata import REPOSITORY
 from triton_calls import TEXTS
 
@@ -79,12 +80,12 @@ def guarded(weights_dir, tmp_path_factory) -> Guarded:
     certs = make_certificates(tmp / "certs")
     repository = derive_repository(REPOSITORY, tmp / "model_repository", queue_policy,
                                    models=["blip_caption", "t5_tags", "caption_tags"])
-    server = TritonServer(
+    server = TritonServer(ServeOptions(
         repository, weights=weights_dir, http_port=free_port(), grpc_port=free_port(),
         metrics_port=free_port(), host="127.0.0.1", cache_size=0,
         log_file=tmp / "tritonserver.log", api_key=API_KEY,
         tls=Tls(certs.server.cert, certs.server.key, client_ca=certs.ca),
-        extra_args=["--log-verbose=1"])  # the log shows each request's timeout
+        extra_args=["--log-verbose=1"]))  # the log shows each request's timeout
     server.start(timeout=300)
     yield Guarded(server, certs, tmp / "tritonserver.log")
     server.stop()

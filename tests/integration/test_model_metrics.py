@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def scrape(triton) -> str:
-    url = f"http://127.0.0.1:{triton.metrics_port}/metrics"
+    url = f"http://127.0.0.1:{triton.options.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
 

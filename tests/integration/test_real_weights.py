@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from i2tt_server.launcher import TritonServer, free_port
+from i2tt_server.serve_options import ServeOptions
 from i2tt_server.repository import derive_repository, set_parameter
 from i2tt_server.runners import checkpoints, runner_for_folder
 from testdata import REPOSITORY, expected_cases, seed_bytes
@@ -36,8 +37,9 @@ def test_seed_caption(case, tmp_path):
         derive_repository(repository, tmp_path / "repo2",
                           set_parameter(model, "clean_caption", "false"))
         repository = tmp_path / "repo2"
-    with TritonServer(repository, weights=REAL, http_port=free_port(), grpc_port=free_port(),
-                      metrics_port=free_port(), host="127.0.0.1") as server:
+    options = ServeOptions(repository, weights=REAL, http_port=free_port(),
+                           grpc_port=free_port(), metrics_port=free_port(), host="127.0.0.1")
+    with TritonServer(options) as server:
         import tritonclient.grpc as grpcclient
 
         with grpcclient.InferenceServerClient(server.grpc_url) as client:

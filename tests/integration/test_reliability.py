@@ -207,7 +207,7 @@ def test_callers_gone_without_sending_a_timeout_cost_no_work(served, seed_images
 
 
 def stub_pids(server, model: str) -> list[int]:
-    from i2tt_server.watchdog import stub_processes
+    from i2tt_server.model_processes import stub_processes
 
     return [pid for pid, name in stub_processes(server.tritonserver_pid()).items() if name == model]
 

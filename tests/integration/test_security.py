@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from i2tt_server.launcher import API_KEY_HEADER, GRPC_API_KEY_HEADER
+from i2tt_server.serve_options import API_KEY_HEADER, GRPC_API_KEY_HEADER
 from served import Served
 
 KEY = "k3y-for-tests"

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from i2tt_server.repository import (CPU_DEFAULT_MAX_BATCH, CPU_INSTANCES, CPU_MAX_BATCH,
-                                    CPU_QUEUE_DELAY_US,
+                                    CPU_QUEUE_DELAY_US, ModelRepository,
                                     cpu_batching, derive_repository,
-                                    ensemble_steps, model_dirs, read_config, served_folders,
-                                    set_parameter)
+                                    ensemble_steps, model_dirs, read_config, set_parameter)
 from i2tt_server.runners import RUNNERS, checkpoints, default_folders, runner_for_folder
 from i2tt_server.runners.base import Settings
 from i2tt_server.triton_adapter import TritonModel
@@ -224,22 +223,21 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
 
 
 def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):
-    assert set(served_folders(REPOSITORY)) == set(default_folders())
-    assert served_folders(REPOSITORY, ["t5_tags", "caption_tags"]) == ["t5-tags"]
+    shipped = ModelRepository.read(REPOSITORY)
+    assert set(shipped.served_folders()) == set(default_folders())
+    assert shipped.served_folders(["t5_tags", "caption_tags"]) == ["t5-tags"]
     derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("blip_caption", "weights", "blip-base"))
-    assert "blip-base" in served_folders(derived)
+    assert "blip-base" in ModelRepository.read(derived).served_folders()
 
 
 def test_serving_a_model_also_serves_the_models_it_calls(tmp_path):
-    from i2tt_server.repository import with_called_models
-
-    assert with_called_models(REPOSITORY, ["ocr_page"]) == ["ocr_page", "trocr_ocr"]
-    assert with_called_models(REPOSITORY, ["t5_tags"]) == ["t5_tags"]
-    assert with_called_models(REPOSITORY, None) is None
-    assert served_folders(REPOSITORY, with_called_models(REPOSITORY, ["ocr_page"])) == \
-        ["trocr-printed"]
+    shipped = ModelRepository.read(REPOSITORY)
+    assert shipped.with_called_models(["ocr_page"]) == ["ocr_page", "trocr_ocr"]
+    assert shipped.with_called_models(["t5_tags"]) == ["t5_tags"]
+    assert shipped.with_called_models(None) is None
+    assert shipped.served_folders(shipped.with_called_models(["ocr_page"])) == ["trocr-printed"]
     derived = derive_repository(REPOSITORY, tmp_path / "r", set_parameter("ocr_page", "ocr_model", "t5_tags"))
-    assert with_called_models(derived, ["ocr_page"]) == ["ocr_page", "t5_tags"]
+    assert ModelRepository.read(derived).with_called_models(["ocr_page"]) == ["ocr_page", "t5_tags"]
 
 
 def test_model_repository_is_found_from_a_regular_install(tmp_path, monkeypatch):
@@ -258,9 +256,7 @@ def test_model_repository_is_found_from_a_regular_install(tmp_path, monkeypatch)
 
 
 def test_stopping_order_puts_callers_before_the_models_they_call():
-    from i2tt_server.repository import callers_first
-
-    layers = callers_first(REPOSITORY)
+    layers = ModelRepository.read(REPOSITORY).callers_first()
     position = {m: i for i, layer in enumerate(layers) for m in layer}
     assert set(position) == set(configs())
     assert position["caption_tags"] < position["blip_caption"]

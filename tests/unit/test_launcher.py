@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 
 from i2tt_server.cli import main
-from i2tt_server.launcher import ServerBinary, TritonServer, Tls
+from i2tt_server.launcher import TritonServer
+from i2tt_server.serve_options import ServeOptions, Tls, triton_command
+from i2tt_server.triton_binary import ServerBinary
 from testdata import REPOSITORY
 
 BINARY = ServerBinary(Path("/opt/tritonserver/bin/tritonserver"), Path("/opt/backends"), None)
+SECRET = "s" * 43
 
 
 def command(**kwargs) -> list[str]:
-    return TritonServer(REPOSITORY, **kwargs).command(BINARY)
+    return triton_command(ServeOptions(REPOSITORY, **kwargs), BINARY, REPOSITORY, SECRET, 8000)
 
 
 def flags(cmd: list[str], name: str) -> list[str]:
@@ -34,8 +37,7 @@ def test_closed_by_default():
 
 @pytest.mark.parametrize("models", [None, ["t5_tags"]])
 def test_model_control_is_explicit_and_closed_behind_a_secret(models):
-    server = TritonServer(REPOSITORY, models=models)
-    cmd = server.command(BINARY)
+    cmd = command(models=models)
     assert flags(cmd, "--model-control-mode") == ["explicit"]
     assert flags(cmd, "--load-model") == (models or sorted(p.parent.name for p in REPOSITORY.glob("*/config.pbtxt")))
     for name in ("--grpc-restricted-protocol", "--http-restricted-api"):
@@ -45,7 +47,8 @@ def test_model_control_is_explicit_and_closed_behind_a_secret(models):
         key, secret = header.split("=")
         assert key == "i2tt-control" and len(secret) >= 32
     # a fresh secret at every start
-    assert TritonServer(REPOSITORY).command(BINARY) != TritonServer(REPOSITORY).command(BINARY)
+    assert TritonServer(ServeOptions(REPOSITORY)).command(BINARY) != \
+        TritonServer(ServeOptions(REPOSITORY)).command(BINARY)
 
 
 def test_api_key_restricts_everything_but_health():
@@ -57,12 +60,14 @@ def test_api_key_restricts_everything_but_health():
         restricted = {api for apis in rules for api in apis.split(",")}
         assert "health" not in restricted
     with pytest.raises(ValueError):
-        TritonServer(REPOSITORY, api_key="a,b")
+        ServeOptions(REPOSITORY, api_key="a,b")
 
 
 def test_tls_and_other_options(tmp_path):
-    cmd = command(host="0.0.0.0", tls=Tls(Path("s.pem"), Path("s.key"), Path("ca.pem")),
-                  exit_timeout=45, log_format="ISO8601", grpc_max_connection_age=300)
+    tls = Tls(Path("s.pem"), Path("s.key"), Path("ca.pem"))
+    options = ServeOptions(REPOSITORY, host="0.0.0.0", tls=tls, exit_timeout=45,
+                           log_format="ISO8601", grpc_max_connection_age=300)
+    cmd = TritonServer(options).command(BINARY)
     assert flags(cmd, "--grpc-use-ssl-mutual") == ["true"] and flags(cmd, "--grpc-root-cert") == ["ca.pem"]
     assert flags(cmd, "--grpc-server-cert") == ["s.pem"] and flags(cmd, "--grpc-server-key") == ["s.key"]
     # Triton's HTTP stays on loopback behind the launcher's HTTPS terminator
@@ -90,7 +95,7 @@ def test_retire_ends_idle_processes_at_once_and_busy_ones_at_the_timeout():
     import sys
     import time
 
-    from i2tt_server.launcher import cpu_seconds, retire
+    from i2tt_server.model_processes import cpu_seconds, retire
 
     idle = subprocess.Popen(["sleep", "60"])
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -108,3 +113,19 @@ def test_retire_ends_idle_processes_at_once_and_busy_ones_at_the_timeout():
         for process in (idle, busy):
             process.kill()
             process.wait()
+
+
+def test_serve_options_come_from_the_serve_arguments():
+    from i2tt_server.cli import parser, serve_options
+    from i2tt_server.repository import ModelRepository
+
+    args = parser().parse_args(["serve", "--host", "0.0.0.0", "--grpc-port", "9001",
+                                "--exit-timeout", "45", "--batching", "cpu",
+                                "--triton-arg=--log-verbose=1"])
+    repository = ModelRepository.read(REPOSITORY)
+    options = serve_options(args, repository, ["t5_tags"], Path("weights"))
+    assert options.model_repository is repository  # read once, shared
+    assert (options.host, options.grpc_port, options.exit_timeout, options.profile) == \
+        ("0.0.0.0", 9001, 45, "cpu")
+    assert options.extra_args == ["--log-verbose=1"] and options.served_models() == ["t5_tags"]
+    assert options.tls is None
