@@ -27,9 +27,10 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: ClientSettings
     deadline = settings.deadline(options.timeout)
     limits = settings.limits.within(deadline.remaining())
     data = yield Blocking(op.encode, (item, index, limits))
-    arguments = {**op.infer_arguments(data), "headers": settings.headers}
     attempt, healing = 1, Healing()
     while True:
+        absent = settings.absent_outputs.get(op.model, frozenset())
+        arguments = {**op.infer_arguments(data, absent), "headers": settings.headers}
         if deadline.remaining() == 0:  # the input's fetch took all of it
             raise DeadlineExceededError(
                 f"{op.model}: the {deadline.seconds:g}s deadline passed before the request "
@@ -43,6 +44,12 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: ClientSettings
             response = yield Rpc("infer", {**arguments, **attempt_arguments(deadline)})
         except Exception as exc:
             error = from_triton(exc, index=index, model=op.model)
+            lacked = op.lacked_output(str(error))
+            if lacked and lacked not in absent:
+                # an older server without this optional output: ask again without it (the
+                # request was refused before it ran), and from now on never ask for it
+                settings.absent_outputs[op.model] = absent | {lacked}
+                continue
             if getattr(error, "heals", False) and healing.allows(deadline):
                 # a crashed model process: retried on a living one, or after the heal
                 yield Sleep(healing.delay())
@@ -57,7 +64,7 @@ def call_flow(op: ops.Operation, item: Any, index: int, settings: ClientSettings
             error.attempts = attempt
             raise error from None
         try:
-            return op.read(response, settings.configs.get(op.model))
+            return op.read(response, settings.configs.get(op.model), absent)
         except I2TTError as error:
             error.index = index
             raise

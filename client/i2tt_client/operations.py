@@ -11,6 +11,7 @@ calls any served model and reads its outputs' shapes from the model's config.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,6 +48,9 @@ class Operation:
     outputs: tuple[str, ...]
     parse: Callable[[dict[str, np.ndarray]], Any]
     extra: tuple[tuple[str, bytes], ...] = ()
+    # Outputs a server may lack (one older than the output): the call is sent again without
+    # them, and the result holds None for what they would have given.
+    optional: frozenset[str] = frozenset()
 
     @property
     def needs_config(self) -> bool:
@@ -63,18 +67,28 @@ class Operation:
         return {self.input_name: encode_value(self.input_name, item, index, limits),
                 **dict(self.extra)}
 
-    def infer_arguments(self, data: dict[str, bytes]) -> dict:
+    def asked(self, absent: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """The outputs to ask for, less the optional ones the server is known to lack."""
+        return tuple(name for name in self.outputs if name not in absent & self.optional)
+
+    def infer_arguments(self, data: dict[str, bytes], absent: frozenset[str] = frozenset()) -> dict:
         """Keyword arguments of tritonclient's ``infer`` (same for grpc and grpc.aio)."""
         arguments = {"model_name": self.model,
                      "inputs": [_string_input(name, value) for name, value in data.items()]}
         if self.outputs:
-            arguments["outputs"] = [InferRequestedOutput(name) for name in self.outputs]
+            arguments["outputs"] = [InferRequestedOutput(name) for name in self.asked(absent)]
         return arguments
 
-    def read(self, response: Any, config: dict | None = None) -> Any:
+    def lacked_output(self, message: str) -> str | None:
+        """The optional output a refusal says the server does not have, if that is why."""
+        found = re.search(r"unexpected inference output '([^']+)'", message)
+        return found.group(1) if found and found.group(1) in self.optional else None
+
+    def read(self, response: Any, config: dict | None = None,
+             absent: frozenset[str] = frozenset()) -> Any:
         if self.needs_config:
             return self.parse(read_all(response, config or {}))
-        outputs = {name: response.as_numpy(name) for name in self.outputs}
+        outputs = {name: response.as_numpy(name) for name in self.asked(absent)}
         missing = [name for name, value in outputs.items() if value is None]
         if missing:
             raise ServerError(f"{self.model}: response has no {', '.join(missing)} output",
@@ -99,7 +113,9 @@ def _first(outputs: dict[str, np.ndarray], name: str) -> str:
     return _text(outputs[name].reshape(-1)[0])
 
 
-def _confidence(outputs: dict[str, np.ndarray]) -> float:
+def _confidence(outputs: dict[str, np.ndarray]) -> float | None:
+    if "CONFIDENCE" not in outputs:  # a server without the output
+        return None
     return float(outputs["CONFIDENCE"].reshape(-1)[0])
 
 
@@ -152,13 +168,18 @@ def parse_lines(raw: str) -> list[TextLine]:
     return lines
 
 
+# CONFIDENCE came after the models: a newer client still works with an older server.
+SCORED = frozenset({"CONFIDENCE"})
+
+
 def _prompt(prompt: str | None) -> tuple[tuple[str, bytes], ...]:
     return () if prompt is None else (("PROMPT", prompt.encode("utf-8")),)
 
 
 def caption(prompt: str | None = None) -> Operation:
     return Operation("caption", "blip_caption", "IMAGE", ("CAPTION", "CONFIDENCE"),
-                     lambda o: Caption(_first(o, "CAPTION"), _confidence(o)), _prompt(prompt))
+                     lambda o: Caption(_first(o, "CAPTION"), _confidence(o)), _prompt(prompt),
+                     SCORED)
 
 
 def ground(prompt: str | None = None) -> Operation:
@@ -167,12 +188,12 @@ def ground(prompt: str | None = None) -> Operation:
                          _confidence(o))
 
     return Operation("ground", "kosmos2_caption", "IMAGE", ("CAPTION", "ENTITIES", "CONFIDENCE"),
-                     parse, _prompt(prompt))
+                     parse, _prompt(prompt), SCORED)
 
 
 def ocr() -> Operation:
     return Operation("ocr", "trocr_ocr", "IMAGE", ("TEXT", "CONFIDENCE"),
-                     lambda o: OCRText(_first(o, "TEXT"), _confidence(o)))
+                     lambda o: OCRText(_first(o, "TEXT"), _confidence(o)), optional=SCORED)
 
 
 def ocr_page() -> Operation:

@@ -69,6 +69,8 @@ class ClientSettings:
     limits: FetchLimits = FetchLimits()
     # model -> its config (JSON form), fetched once by generic calls to read output shapes
     configs: dict = field(default_factory=dict, compare=False, hash=False)
+    # model -> the optional outputs its server turned out not to have (an older server)
+    absent_outputs: dict = field(default_factory=dict, compare=False, hash=False)
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff with jitter, so clients retrying together do not stampede."""
