@@ -22,7 +22,7 @@ LAYERS = {
          "metrics"],
         ["lines"],
         ["runners"],
-        ["execution"],
+        ["execution", "step_scheduler"],
         ["triton_adapter", "pages_adapter", "weights"],
         ["repository"],
         ["triton_binary", "serve_options", "model_processes"],
