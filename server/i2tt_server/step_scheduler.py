@@ -85,7 +85,7 @@ class _Entry:
             return True
 
 
-def _settle(future: concurrent.futures.Future, result: Any = None,
+def _set_once(future: concurrent.futures.Future, result: Any = None,
             error: BaseException | None = None) -> None:
     """Set a future once; one the caller cancelled (or close already failed) stays so."""
     try:
@@ -126,7 +126,7 @@ class StepScheduler:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._work:
             if self._closed:
-                _settle(future, error=SchedulerStopped("scheduler stopped: not admitting"))
+                _set_once(future, error=SchedulerStopped("scheduler stopped: not admitting"))
                 return future
             self._pending.append(_Entry(item, confidence, gone, future))
             self._work.notify()
@@ -140,14 +140,14 @@ class StepScheduler:
             pending, self._pending = list(self._pending), collections.deque()
             self._work.notify_all()
         for entry in pending:  # never encoded: nothing to release
-            _settle(entry.future, error=SchedulerStopped())
+            _set_once(entry.future, error=SchedulerStopped())
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         if self._thread.is_alive():
             # A step still in flight holds the thread: answer its callers now rather than
             # after it; the thread drops the states once the step returns.
             for entry in list(self._running):
-                _settle(entry.future, error=SchedulerStopped())
+                _set_once(entry.future, error=SchedulerStopped())
 
     @property
     def alive(self) -> bool:
@@ -190,7 +190,7 @@ class StepScheduler:
             self._closed = True
             pending, self._pending = list(self._pending), collections.deque()
         for entry in pending:
-            _settle(entry.future, error=error)
+            _set_once(entry.future, error=error)
         running, self._running = self._running, []
         self._release(running, error)
 
@@ -204,7 +204,7 @@ class StepScheduler:
                 entry = self._pending.popleft()
                 (gone if entry.caller_gone() else taken).append(entry)
         for entry in gone:
-            _settle(entry.future, error=CallerGone("caller gone before the item was admitted"))
+            _set_once(entry.future, error=CallerGone("caller gone before the item was admitted"))
         return taken
 
     def _admit(self, entries: list[_Entry]) -> None:
@@ -225,9 +225,13 @@ class StepScheduler:
     def _drop_gone(self) -> None:
         gone = [e for e in self._running if e.caller_gone()]
         if gone:
-            left = set(gone)
-            self._running = [e for e in self._running if e not in left]
+            self._remove(gone)
             self._release(gone, CallerGone())
+
+    def _remove(self, entries) -> None:
+        """Take ``entries`` out of the live sequences (the loop thread's list)."""
+        out = set(entries)
+        self._running = [e for e in self._running if e not in out]
 
     def _step(self, entries: list[_Entry]) -> None:
         started = time.perf_counter()
@@ -235,8 +239,7 @@ class StepScheduler:
             self.generator.step([e.state for e in entries])
         except Exception as exc:
             log.error("step scheduler: step failed: %s", traceback.format_exc())
-            stepped = set(entries)
-            self._running = [e for e in self._running if e not in stepped]
+            self._remove(entries)
             self._release(entries, exc)
             return
         notify(self.observer, "step", len(entries), time.perf_counter() - started)
@@ -257,10 +260,9 @@ class StepScheduler:
                 log.error("step scheduler: finish failed: %s", traceback.format_exc())
                 failed.append((entry, exc))
                 continue
-            _settle(entry.future, result)
+            _set_once(entry.future, result)
             answered += 1
-        out = set(ended) | {entry for entry, _ in failed}
-        self._running = [e for e in self._running if e not in out]
+        self._remove(ended + [entry for entry, _ in failed])
         if answered:
             notify(self.observer, "finished", answered)
         for entry, error in failed:
@@ -273,7 +275,7 @@ class StepScheduler:
                 self.generator.drop(entry.state)
             except Exception:  # the caller's answer matters more than the cleanup
                 log.warning("step scheduler: drop failed: %s", traceback.format_exc())
-            _settle(entry.future, error=error)
+            _set_once(entry.future, error=error)
         if entries:
             notify(self.observer, "dropped", len(entries))
 
@@ -288,7 +290,7 @@ def encode_each(generator, entries: list[_Entry], confidence: bool) -> list[_Ent
     except Exception as exc:
         if len(entries) == 1:
             log.error("step scheduler: encode failed: %s", traceback.format_exc())
-            _settle(entries[0].future, error=exc)
+            _set_once(entries[0].future, error=exc)
             return []
         return [ok for e in entries for ok in encode_each(generator, [e], confidence)]
     for entry, state in zip(entries, states):
