@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .launcher import TritonServer
-from .repository import REPOSITORY_ENV, ModelRepository
+from .repository import REPOSITORY_ENV, SCHEDULING, ModelRepository
 from .runners import checkpoints, default_folders
 from .serve_options import API_KEY_ENV, API_KEY_HEADER, ServeOptions, Tls
 from .weights_layout import missing_folders, weights_root
@@ -74,6 +74,7 @@ def serve_options(args, repository: ModelRepository, models: list[str] | None,
                         grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                         host=args.host, models=models, cache_size=args.cache_size,
                         extra_args=args.triton_arg, profile=args.batching,
+                        scheduling=args.scheduling,
                         exit_timeout=args.exit_timeout,
                         api_key=read_api_key(args.api_key_file), tls=tls_files(args),
                         log_format=args.log_format,
@@ -197,6 +198,11 @@ def add_serve_command(sub) -> None:
     serve.add_argument("--batching", choices=["auto", "gpu", "cpu"], default="auto",
                        help="batch sizes: the repository's as shipped (gpu), or the CPU profile "
                             "(per-model caps from a batch-size sweep; cpu); auto: cpu when no GPU is visible")
+    serve.add_argument("--scheduling", choices=list(SCHEDULING), default="config",
+                       help="decoding: inflight (requests join and leave the running batch at "
+                            "every step), static (each batch generated to its end), or as each "
+                            "model's config says (default); applies to the models with an "
+                            "in-flight path")
     serve.add_argument("--no-fetch", dest="fetch", action="store_false",
                        help="fail instead of downloading missing weights")
     serve.add_argument("--ready-timeout", type=float, default=600.0)

@@ -18,9 +18,16 @@ INTERNAL = "i2tt_internal_errors_total"
 GENERATED = "i2tt_generated_tokens_total"
 ITEMS = "i2tt_items_per_execution"
 DECODE = "i2tt_image_decode_seconds"
-NAMES = (REJECTED, INTERNAL, GENERATED, ITEMS, DECODE)
+# In-flight batching only (batching: inflight): the live sequences, the decoding steps run
+# (their rate is steps per second), and how long an item waited for the step loop to take
+# it after Triton's own queue (nv_inference_queue_duration_us) handed it over.
+RUNNING = "i2tt_running_sequences"
+STEPS = "i2tt_decode_steps_total"
+STEP_QUEUE = "i2tt_step_queue_seconds"
+NAMES = (REJECTED, INTERNAL, GENERATED, ITEMS, DECODE, RUNNING, STEPS, STEP_QUEUE)
 
 ITEM_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+QUEUE_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 DECODE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
 # An InvalidInput message -> a small fixed set of label values (label values must stay few).
@@ -66,12 +73,23 @@ class ModelMetrics:
                           description="Items (images or texts) carried by one model execution"),
             DECODE: family(name=DECODE, kind=family.HISTOGRAM,
                            description="Seconds spent decoding one request's images"),
+            RUNNING: family(name=RUNNING, kind=family.GAUGE,
+                            description="Live sequences in the in-flight step loop, by model"),
+            STEPS: family(name=STEPS, kind=family.COUNTER,
+                          description="In-flight decoding steps run, by model"),
+            STEP_QUEUE: family(name=STEP_QUEUE, kind=family.HISTOGRAM,
+                               description="Seconds an item waited for the in-flight step "
+                                           "loop to admit it"),
         }
         labels = {"model": model}
         self._internal = self.families[INTERNAL].Metric(labels=labels)
         self._generated = self.families[GENERATED].Metric(labels=labels)
         self._items = self.families[ITEMS].Metric(labels=labels, buckets=ITEM_BUCKETS)
         self._decode = self.families[DECODE].Metric(labels=labels, buckets=DECODE_BUCKETS)
+        self._running = self.families[RUNNING].Metric(labels=labels)
+        self._steps = self.families[STEPS].Metric(labels=labels)
+        self._step_queue = self.families[STEP_QUEUE].Metric(labels=labels,
+                                                            buckets=QUEUE_BUCKETS)
         # Created on first use, so /metrics lists only reasons that happened, plus "other"
         # (always there, so dashboards and tests find the family before any rejection).
         self._rejected = {}
@@ -99,10 +117,20 @@ class ModelMetrics:
     def decoded(self, seconds: float) -> None:
         self._decode.observe(seconds)
 
+    def running(self, sequences: int) -> None:
+        self._running.set(float(sequences))
+
+    def stepped(self) -> None:
+        self._steps.increment(1.0)
+
+    def step_queued(self, seconds: float) -> None:
+        self._step_queue.observe(seconds)
+
     def close(self) -> None:
         # Triton requires every Metric to go before its MetricFamily.
         self._rejected.clear()
         self._internal = self._generated = self._items = self._decode = None
+        self._running = self._steps = self._step_queue = None
         self.families.clear()
 
 
@@ -122,16 +150,27 @@ class NoMetrics:
     def decoded(self, seconds: float) -> None:
         pass
 
+    def running(self, sequences: int) -> None:
+        pass
+
+    def stepped(self) -> None:
+        pass
+
+    def step_queued(self, seconds: float) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 class MetricsObserver:
-    """An execution's events (``execution.ExecutionObserver``) -> the model's metrics: the
-    one place the adapter's work reaches ModelMetrics."""
+    """An execution's events (``execution.ExecutionObserver``) and, when served in flight,
+    the step loop's (``step_scheduler.SchedulerObserver``) -> the model's metrics: the one
+    place the adapter's work reaches ModelMetrics."""
 
     def __init__(self, metrics, decodes_images: bool):
         self.metrics, self.decodes_images = metrics, decodes_images
+        self.live = 0  # the step loop's live sequences (its hooks come from its one thread)
 
     def parsed(self, records: Sequence, seconds: float) -> None:
         if self.decodes_images:
@@ -149,3 +188,33 @@ class MetricsObserver:
 
     def crashed(self, requests: int) -> None:
         self.metrics.failed(requests)
+
+    def answered(self, record) -> None:
+        """An in-flight request got its answer (its items were stepped one by one)."""
+        if record.code == "INTERNAL":
+            self.metrics.failed(1)
+
+    # -- the step loop's hooks (SchedulerObserver) ----------------------------------------
+    def admitted(self, n: int) -> None:
+        self._live(n)
+
+    def queued(self, seconds: list[float]) -> None:
+        for value in seconds:
+            self.metrics.step_queued(value)
+
+    def step(self, running: int, seconds: float) -> None:
+        # One forward over ``running`` sequences: one token each (beam search advances a
+        # request's beams as one sequence and counts one token, as generate's output does).
+        self.metrics.stepped()
+        self.metrics.executed(running)
+        self.metrics.generated(running)
+
+    def finished(self, n: int) -> None:
+        self._live(-n)
+
+    def dropped(self, n: int) -> None:
+        self._live(-n)
+
+    def _live(self, change: int) -> None:
+        self.live += change
+        self.metrics.running(self.live)

@@ -183,6 +183,30 @@ def set_parameter(model: str, key: str, value: str) -> Callable[[ModelConfig], N
     return edit
 
 
+SCHEDULING = ("config", "static", "inflight")
+
+
+def in_flight(config: ModelConfig) -> bool:
+    """Whether the config serves its model in flight (its ``batching`` parameter)."""
+    return ("batching" in config.parameters
+            and config.parameters["batching"].string_value == "inflight")
+
+
+def set_scheduling(mode: str) -> Callable[[ModelConfig], None]:
+    """Every model with an in-flight path served ``mode`` (static or inflight), whatever
+    its config says; ``config`` leaves each as its config says."""
+    if mode not in SCHEDULING:
+        raise ValueError(f"scheduling must be one of {SCHEDULING}, not {mode!r}")
+
+    def edit(config: ModelConfig) -> None:
+        from .runners import RUNNERS
+
+        runner = RUNNERS.get(config.name)
+        if mode != "config" and runner is not None and runner.serves_in_flight():
+            config.parameters["batching"].string_value = mode
+    return edit
+
+
 def batching_off(config: ModelConfig) -> None:
     """max_batch_size 1 and no dynamic batcher: every request is its own execution."""
     config.max_batch_size = 1
@@ -216,12 +240,17 @@ def cpu_batching(config: ModelConfig) -> None:
         del config.instance_group[:]
         config.instance_group.add(count=CPU_INSTANCES[config.name],
                                   kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    if in_flight(config):
+        # The live sequences are what is batched: as many as a batch would hold here.
+        # Waiting for company gains nothing when requests join between steps anyway.
+        config.parameters["max_running"].string_value = str(config.max_batch_size)
     if config.HasField("dynamic_batching"):
         batching = config.dynamic_batching
         del batching.preferred_batch_size[:]
         batching.preferred_batch_size.append(config.max_batch_size)
-        batching.max_queue_delay_microseconds = max(CPU_QUEUE_DELAY_US,
-                                                    batching.max_queue_delay_microseconds)
+        if not in_flight(config):
+            batching.max_queue_delay_microseconds = max(
+                CPU_QUEUE_DELAY_US, batching.max_queue_delay_microseconds)
         policy = batching.default_queue_policy
         if policy.max_queue_size and shipped:
             policy.max_queue_size = max(config.max_batch_size,

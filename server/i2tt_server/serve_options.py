@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .repository import ModelRepository
+from .repository import SCHEDULING, ModelRepository
 from .triton_binary import ServerBinary, has_gpu
 
 PROFILES = ("auto", "gpu", "cpu")
@@ -56,6 +56,7 @@ class ServeOptions:
     log_file: str | os.PathLike | None = None
     extra_args: list[str] | None = None
     profile: str = "auto"
+    scheduling: str = "config"  # config | static | inflight (repository.set_scheduling)
     exit_timeout: int = 30
     api_key: str | None = None
     tls: Tls | None = None
@@ -65,6 +66,9 @@ class ServeOptions:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, not {self.profile!r}")
+        if self.scheduling not in SCHEDULING:
+            raise ValueError(f"scheduling must be one of {SCHEDULING}, not "
+                             f"{self.scheduling!r}")
         key = self.api_key
         if key is not None and (not key or any(c in key for c in ",:= \n")):
             raise ValueError("the API key must be non-empty without spaces, ',', ':' or '='")

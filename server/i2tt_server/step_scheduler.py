@@ -49,6 +49,9 @@ class SchedulerObserver(Protocol):
     def admitted(self, n: int) -> None:
         """``n`` items were encoded and joined the live sequences."""
 
+    def queued(self, seconds: list[float]) -> None:
+        """Items left the pending queue for their encode, after waiting ``seconds`` each."""
+
     def step(self, running: int, seconds: float) -> None:
         """One step advanced ``running`` live sequences (one group) in ``seconds``."""
 
@@ -108,7 +111,7 @@ class StepScheduler:
         self.generator = generator
         self.max_running = max_running
         self.observer = observer
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
         self._pending: collections.deque[_Entry] = collections.deque()
         self._running: list[_Entry] = []  # the loop thread's alone, but for close's snapshot
@@ -135,12 +138,7 @@ class StepScheduler:
     def close(self, timeout: float | None = None) -> None:
         """Stop admitting, fail what is pending and running with ``SchedulerStopped`` and
         wait up to ``timeout`` seconds for the thread (a step in flight ends first)."""
-        with self._work:
-            self._closed = True
-            pending, self._pending = list(self._pending), collections.deque()
-            self._work.notify_all()
-        for entry in pending:  # never encoded: nothing to release
-            _set_once(entry.future, error=SchedulerStopped())
+        self._close_pending(SchedulerStopped())
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -148,6 +146,19 @@ class StepScheduler:
             # after it; the thread drops the states once the step returns.
             for entry in list(self._running):
                 _set_once(entry.future, error=SchedulerStopped())
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Block until fewer than ``max_running`` items are pending or live, or it closed
+        (False if ``timeout`` passed first): the excess stays in the server's own queue."""
+        with self._work:
+            return self._work.wait_for(lambda: self._closed or sum(self.load) < self.max_running,
+                                       timeout)
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(pending, live) items: a snapshot (``_work`` is reentrant)."""
+        with self._work:
+            return len(self._pending), len(self._running)
 
     @property
     def alive(self) -> bool:
@@ -186,13 +197,18 @@ class StepScheduler:
 
     def _stop(self, error: BaseException) -> None:
         """Fail and release everything left (the thread is ending)."""
+        self._close_pending(error)
+        running, self._running = self._running, []
+        self._release(running, error)
+
+    def _close_pending(self, error: BaseException) -> None:
+        """Admit no more and fail what is pending (never encoded: nothing to release)."""
         with self._work:
             self._closed = True
             pending, self._pending = list(self._pending), collections.deque()
+            self._work.notify_all()
         for entry in pending:
             _set_once(entry.future, error=error)
-        running, self._running = self._running, []
-        self._release(running, error)
 
     # -- admitting ------------------------------------------------------------------------
     def _take_pending(self) -> list[_Entry]:
@@ -205,6 +221,9 @@ class StepScheduler:
                 (gone if entry.caller_gone() else taken).append(entry)
         for entry in gone:
             _set_once(entry.future, error=CallerGone("caller gone before the item was admitted"))
+        if taken:
+            now = time.monotonic()
+            notify(self.observer, "queued", [now - e.submitted for e in taken])
         return taken
 
     def _admit(self, entries: list[_Entry]) -> None:
@@ -217,7 +236,8 @@ class StepScheduler:
             batch = [e for e in entries if e.confidence == confidence]
             if batch:
                 admitted += encode_each(self.generator, batch, confidence)
-        self._running += admitted
+        with self._work:
+            self._running = self._running + admitted
         if admitted:
             notify(self.observer, "admitted", len(admitted))
 
@@ -231,7 +251,9 @@ class StepScheduler:
     def _remove(self, entries) -> None:
         """Take ``entries`` out of the live sequences (the loop thread's list)."""
         out = set(entries)
-        self._running = [e for e in self._running if e not in out]
+        with self._work:
+            self._running = [e for e in self._running if e not in out]
+            self._work.notify_all()  # room for wait_for_room's callers
 
     def _step(self, entries: list[_Entry]) -> None:
         started = time.perf_counter()

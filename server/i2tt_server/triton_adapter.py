@@ -8,6 +8,9 @@ generate per group; split in halves if it raises), then scatter one response per
 in order, holding the outputs that request asked for (CONFIDENCE is computed only when one
 of the batch's requests asked for it). The observer (``MetricsObserver``) is told of each
 step. It never raises out of ``execute`` and always returns one response per request.
+
+With ``batching: inflight`` the same reading and parsing hands the items to a step loop
+instead (``inflight_adapter``), which answers each request through its response sender.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from .errors import InvalidInput
 from .execution import CANCELLED, INVALID_ARG, RequestRecord, infer_in_halves
+from .inflight_adapter import InflightServing
 from .metrics import MetricsObserver, ModelMetrics
 from .runners.base import CONFIDENCE, Runner
 
@@ -74,7 +78,22 @@ class TritonModel:
         self.observer = MetricsObserver(self.metrics, "IMAGE" in self.runner_class.inputs)
         self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
                                        thread_name_prefix="decode")
-        log.info("%s ready on %s", self.name, self.runner.device)
+        self.inflight = self.serve_in_flight(self.runner.settings)
+        log.info("%s ready on %s (%s batching)", self.name, self.runner.device,
+                 "in-flight" if self.inflight else "static")
+
+    def serve_in_flight(self, settings) -> InflightServing | None:
+        """The in-flight path where the config asks for it (``batching: inflight``),
+        warmed up through its step loop like the static path is through generate."""
+        if getattr(settings, "batching", "static") != "inflight":
+            return None
+        serving = InflightServing(self, self.runner.stepped(), settings.max_running,
+                                  self.observer)
+        if settings.warmup:
+            for future in [serving.scheduler.submit(item)
+                           for item in self.runner.warmup_items()]:
+                future.result()
+        return serving
 
     def make_runner(self, settings, **placement) -> Runner:
         """The runner, from its settings and where Triton placed this instance."""
@@ -85,6 +104,8 @@ class TritonModel:
         return self.runner_class.name
 
     def execute(self, requests):
+        if self.inflight is not None:
+            return self.inflight.execute(requests)  # answers through the response senders
         try:
             return self.run_requests(requests)
         except Exception as exc:  # never raise out of execute: Triton would fail them all
@@ -185,6 +206,8 @@ class TritonModel:
         return self.pb.InferenceResponse(error=self.pb.TritonError(f"{self.name}: {message}", code))
 
     def finalize(self):
+        if self.inflight is not None:
+            self.inflight.close()
         self.pool.shutdown(wait=False)
         self.metrics.close()
         self.runner = None

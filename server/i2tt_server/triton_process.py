@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import shm
 from .model_processes import stub_processes
-from .repository import cpu_batching, derive_repository
+from .repository import chain, cpu_batching, derive_repository, set_scheduling
 from .serve_options import ServeOptions, triton_command
 from .triton_binary import ServerBinary, server_environment
 from .triton_http import TritonHttp
@@ -89,11 +89,15 @@ class TritonProcess:
 
     def launch(self, binary: ServerBinary) -> None:
         """Start the process (not waiting for it)."""
+        edits = [set_scheduling(self.options.scheduling)] \
+            if self.options.scheduling != "config" else []
         if self.resolved_profile() == "cpu":
-            # Served from a derived copy, so the shipped repository stays the GPU one.
-            self._derived = tempfile.mkdtemp(prefix="i2tt-cpu-repository-")
+            edits.append(cpu_batching)
+        if edits:
+            # Served from a derived copy, so the shipped repository stays as shipped.
+            self._derived = tempfile.mkdtemp(prefix="i2tt-repository-")
             self.model_repository = derive_repository(self.model_repository,
-                                                      Path(self._derived), cpu_batching)
+                                                      Path(self._derived), chain(*edits))
         shm.remove_stale_regions()  # what killed servers left; the new one needs room
         shm.warn_if_low()
         log_file = self.options.log_file

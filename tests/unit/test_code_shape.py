@@ -23,6 +23,7 @@ LAYERS = {
         ["lines"],
         ["runners"],
         ["execution", "step_scheduler"],
+        ["inflight_adapter"],
         ["triton_adapter", "pages_adapter", "weights"],
         ["repository"],
         ["triton_binary", "serve_options", "model_processes"],

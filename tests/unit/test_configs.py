@@ -11,8 +11,9 @@ import pytest
 
 from i2tt_server.repository import (CPU_DEFAULT_MAX_BATCH, CPU_INSTANCES, CPU_MAX_BATCH,
                                     CPU_QUEUE_DELAY_US, ModelRepository,
-                                    cpu_batching, derive_repository,
-                                    ensemble_steps, model_dirs, read_config, set_parameter)
+                                    chain, cpu_batching, derive_repository, ensemble_steps,
+                                    in_flight, model_dirs, read_config, set_parameter,
+                                    set_scheduling)
 from i2tt_server.runners import RUNNERS, checkpoints, default_folders, runner_for_folder
 from i2tt_server.runners.base import Settings
 from i2tt_server.triton_adapter import TritonModel
@@ -220,6 +221,30 @@ def test_cpu_profile_caps_batches_and_keeps_everything_else(tmp_path):
     for name, config in shipped.items():
         if config.platform == "ensemble":
             assert caps[name] <= min(caps[step.model_name] for step in config.ensemble_scheduling.step)
+
+
+@pytest.mark.parametrize("mode", ["inflight", "static"])
+def test_the_scheduling_switch_reaches_the_models_with_an_in_flight_path(tmp_path, mode):
+    served = derive_repository(REPOSITORY, tmp_path / mode,
+                               chain(set_scheduling(mode), cpu_batching))
+    capable = {name for name, runner in RUNNERS.items() if runner.serves_in_flight()}
+    assert "t5_tags" in capable
+    for model_dir in model_dirs(served):
+        config, shipped = read_config(model_dir), configs()[model_dir.name]
+        if model_dir.name not in capable:
+            assert "batching" not in config.parameters
+            continue
+        assert config.parameters["batching"].string_value == mode
+        if mode == "inflight":
+            # as many live sequences as the CPU batch; no waiting for company
+            assert in_flight(config)
+            assert config.parameters["max_running"].string_value == str(config.max_batch_size)
+            assert config.dynamic_batching.max_queue_delay_microseconds == \
+                shipped.dynamic_batching.max_queue_delay_microseconds
+        else:
+            assert not in_flight(config) and "max_running" not in config.parameters
+    with pytest.raises(ValueError, match="scheduling must be one of"):
+        set_scheduling("continuous")
 
 
 def test_serve_checks_the_weights_folders_the_configs_name(tmp_path):

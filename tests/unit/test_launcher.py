@@ -121,11 +121,11 @@ def test_serve_options_come_from_the_serve_arguments():
 
     args = parser().parse_args(["serve", "--host", "0.0.0.0", "--grpc-port", "9001",
                                 "--exit-timeout", "45", "--batching", "cpu",
-                                "--triton-arg=--log-verbose=1"])
+                                "--scheduling", "inflight", "--triton-arg=--log-verbose=1"])
     repository = ModelRepository.read(REPOSITORY)
     options = serve_options(args, repository, ["t5_tags"], Path("weights"))
     assert options.model_repository is repository  # read once, shared
-    assert (options.host, options.grpc_port, options.exit_timeout, options.profile) == \
-        ("0.0.0.0", 9001, 45, "cpu")
+    assert (options.host, options.grpc_port, options.exit_timeout, options.profile,
+            options.scheduling) == ("0.0.0.0", 9001, 45, "cpu", "inflight")
     assert options.extra_args == ["--log-verbose=1"] and options.served_models() == ["t5_tags"]
     assert options.tls is None

@@ -24,6 +24,7 @@ MAX_TEXT_CHARS = 100_000  # beyond this a TEXT/PROMPT is refused rather than tok
 # its answer, 0..1. It costs the scores of every generate step, so it is computed only for
 # batches where some request asked for it.
 CONFIDENCE = "CONFIDENCE"
+BATCHING = ("static", "inflight")
 
 
 class Parameters:
@@ -62,6 +63,18 @@ class Settings(Parameters):
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     torch_threads: int = 0  # 0: auto (see cpu_threads)
     warmup: bool = True
+    # static: Triton's dynamic batches, each generated to its end (one generate call).
+    # inflight: one decoding step at a time over every live request, which joins and
+    # leaves between steps (i2tt_server.inflight_adapter); only where the runner has a
+    # stepped generator (``GenerativeRunner.stepped``).
+    batching: str = "static"
+    max_running: int = 32  # inflight: live requests stepped together, at most
+
+    def __post_init__(self):
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, not {self.batching!r}")
+        if self.max_running < 1:
+            raise ValueError(f"max_running must be at least 1, not {self.max_running}")
 
 
 def group_indices(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
@@ -106,6 +119,11 @@ class Runner:
         """The weights folder it loads unless its config names another; None for a runner
         without weights of its own (ocr_page, which has trocr_ocr read its lines)."""
         return cls.settings_class().weights if cls.checkpoints else None
+
+    @classmethod
+    def serves_in_flight(cls) -> bool:
+        """Whether it has an in-flight path (``batching: inflight``)."""
+        return False
 
     @classmethod
     def called_models(cls, params: dict[str, str]) -> list[str]:

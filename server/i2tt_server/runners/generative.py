@@ -70,6 +70,16 @@ class GenerativeRunner(Runner):
         if settings.warmup:
             self.infer(self.warmup_items())
 
+    @classmethod
+    def serves_in_flight(cls) -> bool:
+        return cls.stepped is not GenerativeRunner.stepped
+
+    def stepped(self):
+        """Its ``inflight.SteppedGenerator`` over the loaded model, for in-flight
+        batching; a runner without one serves static batches only."""
+        raise NotImplementedError(f"{self.name} has no in-flight path; serve it with "
+                                  f"batching: static")
+
     def load(self) -> None:
         self.processor, model = self.load_pretrained(self.path, dtype=self.dtype)
         self.model = model.to(self.device)

@@ -35,6 +35,11 @@ class T5Tagger(GenerativeRunner):
         # 32 characters per token keep everything the truncation would.
         return read_text(values["TEXT"], "TEXT")[:self.settings.max_input_tokens * 32]
 
+    def stepped(self):
+        from .stepped_t5 import SteppedT5  # it builds on this module
+
+        return SteppedT5(self)
+
     def warmup_items(self):
         return ["a photography of a wooden block on a table"]
 
