@@ -144,11 +144,25 @@ def test_a_dropped_sequence_holds_nothing_and_takes_no_step(weights_dir):
         generator.finish(state)
 
 
+@pytest.mark.parametrize("beams", [1, 8])
 @pytest.mark.parametrize("setting", [{"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2},
-                                     {"min_new_tokens": 3}])
-def test_a_config_that_needs_a_logits_processor_is_refused(weights_dir, setting):
-    t5 = tagger(weights_dir, "float32", 8, 1.0)
+                                     {"min_new_tokens": 3}, {"sequence_bias": [[[1], 4.0]]}],
+                         ids=lambda s: next(iter(s)))
+def test_logits_processors_of_each_row_alone_give_generates_answers(weights_dir, setting,
+                                                                     beams):
+    t5 = tagger(weights_dir, "float32", beams, END_BOOST)
     for key, value in setting.items():
         setattr(t5.model.generation_config, key, value)
-    with pytest.raises(NotImplementedError, match="logits processors"):
+    generator = SteppedT5(t5)
+    assert len(generator.processors) == 1
+    texts = TEXTS[:12]
+    want = [reference(t5, text) for text in texts]
+    answers, _ = run(generator, texts, 1)  # rows of different lengths share every step
+    assert_same(answers, want, t5, range(len(texts)))
+
+
+def test_a_processor_that_reads_more_than_its_row_is_refused(weights_dir):
+    t5 = tagger(weights_dir, "float32", 8, 1.0)
+    t5.model.generation_config.encoder_repetition_penalty = 1.3  # reads the encoder's input
+    with pytest.raises(NotImplementedError, match="cannot apply"):
         SteppedT5(t5)

@@ -24,11 +24,19 @@ from .t5_tags import T5Tagger
 STOPPING_CRITERIA = {"MaxLengthCriteria", "EosTokenCriteria"}
 
 
+# Logits processors that act on each row from its own tokens and scores alone, so one
+# request's rows processed apart from the others get what generate's whole batch gets.
+ROW_PROCESSORS = {"MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
+                  "SequenceBiasLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
+                  "NoRepeatNGramLogitsProcessor", "ExponentialDecayLengthPenalty",
+                  "SuppressTokensLogitsProcessor", "NoBadWordsLogitsProcessor"}
+
+
 def generation_setup(model, max_new_tokens: int, num_beams: int):
-    """(generation config, stopping criteria) as ``generate`` prepares them for one text
-    with these settings. A logits processor would make the scores depend on more than
-    the logits (the prompt, a length, the other rows), which nothing here reproduces, so
-    a config that asks for one is refused rather than answered differently."""
+    """(generation config, logits processors, stopping criteria) as ``generate`` prepares
+    them for one text with these settings. A processor that would make the scores depend
+    on more than the row's own tokens and logits (another row, the encoder's input), which
+    nothing here reproduces, is refused rather than answered differently."""
     import torch
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.stopping_criteria import StoppingCriteriaList
@@ -43,14 +51,14 @@ def generation_setup(model, max_new_tokens: int, num_beams: int):
         generation_config=config, input_ids_seq_length=1, encoder_input_ids=dummy_input,
         prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(),
         device=model.device, model_kwargs={})
-    if len(processors):
-        raise NotImplementedError(f"stepped T5 generation takes no logits processors; this "
-                                  f"generation config asks for {processors}")
+    unknown = {type(p).__name__ for p in processors} - ROW_PROCESSORS
+    if unknown:
+        raise NotImplementedError(f"stepped T5 generation cannot apply {sorted(unknown)}")
     criteria = model._get_stopping_criteria(config, StoppingCriteriaList())
     unknown = {type(c).__name__ for c in criteria} - STOPPING_CRITERIA
     if unknown:
         raise NotImplementedError(f"stepped T5 generation cannot check {sorted(unknown)}")
-    return config, criteria
+    return config, processors, criteria
 
 
 @dataclasses.dataclass(eq=False)
@@ -254,7 +262,7 @@ class SteppedT5:
         self.tagger = tagger
         self.model = tagger.model
         self.num_beams = tagger.settings.num_beams
-        self.config, self.criteria = generation_setup(
+        self.config, self.processors, self.criteria = generation_setup(
             self.model, tagger.settings.max_new_tokens, self.num_beams)
 
     def encode(self, items: Sequence[Any], confidence: bool = False) -> list[T5Sequence]:
@@ -299,6 +307,10 @@ class SteppedT5:
             split_cache(output, states)
             logits = output.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             if self.num_beams == 1:  # one transfer for all rows' choices
+                if len(self.processors):  # as _sample: on the logits, with the row's tokens
+                    tokens = torch.tensor([s.tokens for s in states], device=logits.device) \
+                        if len({len(s.tokens) for s in states}) == 1 else None
+                    logits = self._process_greedy(states, logits, tokens)
                 return [self._advance_greedy(s, token)
                         for s, token in zip(states, torch.argmax(logits, dim=-1).tolist())]
             chosen, row = [], 0
@@ -306,6 +318,16 @@ class SteppedT5:
                 chosen.append(self._advance_beams(s, logits[row:row + s.rows]))
                 row += s.rows
         return chosen
+
+    def _process_greedy(self, states, logits, tokens):
+        """The processors on every row's logits, each row with its own tokens (all rows at
+        once where they are equally long)."""
+        import torch
+
+        if tokens is not None:
+            return self.processors(tokens, logits)
+        return torch.cat([self.processors(torch.tensor([s.tokens], device=logits.device),
+                                          logits[i:i + 1]) for i, s in enumerate(states)])
 
     def _advance_greedy(self, state: T5Sequence, token: int) -> int:
         import torch
@@ -321,6 +343,9 @@ class SteppedT5:
 
         state.new_tokens += 1
         log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
+        if len(self.processors):  # as _beam_search: on the log-probabilities
+            b = state.beams
+            log_probs = self.processors(b.running_sequences[0, :, :b.cur_len], log_probs)
         origin = advance_beams(self.model, self.config, self.criteria, state.beams, log_probs)
         state.cache = [(k.index_select(0, origin), v.index_select(0, origin))
                        for k, v in state.cache]
