@@ -12,7 +12,7 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test test-weights bench load soak clean image-venv test-image-env
+.PHONY: venv serve test test-weights bench bench-inflight load soak clean image-venv test-image-env
 
 venv: $(VENV)/.installed
 
@@ -111,6 +111,10 @@ test-image-env: image-venv
 BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# In-flight against static batching, open-loop: see scripts/bench_inflight.py --help.
+bench-inflight: venv
+	$(BIN)/python scripts/bench_inflight.py $(BENCH_ARGS)
 
 # Locust load test: see scripts/load.py --help.
 LOAD_ARGS ?=

@@ -32,7 +32,7 @@ def cmd_make_test_weights(args) -> int:
     from .weights.synthetic import make_test_weights
 
     make_test_weights(Path(args.dest), args.size, args.models,
-                      log=lambda m: print(m, file=sys.stderr))
+                      log=lambda m: print(m, file=sys.stderr), lengths=args.lengths)
     return 0
 
 
@@ -177,6 +177,10 @@ def add_make_test_weights_command(sub) -> None:
                       help="tiny: for tests, seconds; full: architecture-true, for benchmarks")
     test.add_argument("--models", nargs="+", choices=sorted(checkpoints()),
                       help="weights folders (default: all)")
+    test.add_argument("--lengths", choices=["pinned", "varied"], default="pinned",
+                      help="full size: every answer as long as the others (pinned), or "
+                           "ending at varied lengths (varied; t5-tags only, for the in-flight "
+                           "benchmark)")
     test.set_defaults(func=cmd_make_test_weights)
 
 

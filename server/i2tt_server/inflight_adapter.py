@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 import traceback
 from typing import Any, Sequence
@@ -110,12 +111,15 @@ class InflightServing:
         confidence = CONFIDENCE in record.outputs
         pending = Pending(record, sender, [self.scheduler.submit(item, confidence, gone)
                                            for item in record.items])
-        remaining = [len(pending.futures)]
+        remaining, lock = [len(pending.futures)], threading.Lock()
 
         def item_done(_future):
-            # Futures are set by the scheduler's one thread, so this count needs no lock.
-            remaining[0] -= 1
-            if remaining[0] == 0:
+            # The step loop's thread sets the futures, but a future already done when its
+            # callback is added runs it here, on execute's thread: count under a lock.
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
                 self.send(pending)
 
         for future in pending.futures:

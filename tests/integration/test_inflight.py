@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import threading
 import time
 import urllib.request
@@ -211,3 +213,36 @@ def test_a_burst_past_the_queue_is_refused_at_once_and_the_admitted_answered(inf
     answered = [r for r in results if not isinstance(r, InferenceServerException)]
     assert refused and all(r.status() == "StatusCode.UNAVAILABLE" for r in refused), refused[:3]
     assert answered and all(r == expected for r in answered)
+
+
+def test_requests_in_flight_when_the_process_dies_get_an_error_and_the_model_heals(
+        inflight, reference):
+    """Last here: the server heals, and the tests after it would wait for that."""
+    server, client = inflight
+    texts = long_request(reference, server.max_running // 2)
+    outcome: dict = {}
+
+    def call():
+        try:
+            outcome["answer"] = infer(client, "t5_tags", TEXT=texts)
+        except InferenceServerException as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while metric(server, RUNNING) == 0:
+        assert caller.is_alive(), "the long request ended before it was seen running"
+    for pid in server.model_processes("t5_tags"):
+        os.kill(pid, signal.SIGKILL)
+    caller.join(120)
+    assert not caller.is_alive(), "a request in flight was lost with its process: no answer"
+    assert "error" in outcome, outcome  # the sequences died with the process
+    healed = time.monotonic() + 300
+    while True:  # the launcher reloads the model; then it answers as before
+        try:
+            assert infer(client, "t5_tags", TEXT=[TEXTS[0]]) == \
+                [{"TAGS": list(reference(TEXTS[0])[0])}]
+            break
+        except InferenceServerException:
+            assert time.monotonic() < healed, "not healed"
+            time.sleep(0.5)

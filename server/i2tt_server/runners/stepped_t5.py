@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 from typing import Any, Hashable, Sequence
 
 from ..text import clean_tags
@@ -96,6 +97,9 @@ class BeamState:
                    indices, indices.clone())
 
 
+_SERIALS = itertools.count()
+
+
 @dataclasses.dataclass(eq=False)
 class T5Sequence:
     """One live request: its cross-attention keys/values per decoder layer ([1, heads,
@@ -111,6 +115,7 @@ class T5Sequence:
     cache: list | None = None
     done: bool = False
     new_tokens: int = 0
+    serial: int = dataclasses.field(default_factory=lambda: next(_SERIALS))
 
     def last_tokens(self) -> list[int]:
         if self.beams is None:
@@ -143,22 +148,75 @@ def pad_text(tensor, length: int, rows: int):
     return F.pad(tensor, (0, 0, 0, length - tensor.shape[2])).expand(rows, -1, -1, -1)
 
 
-def decoder_inputs(model, states: Sequence[T5Sequence]) -> dict[str, Any]:
-    """The keyword arguments of one decoder forward over all the states' rows."""
+@dataclasses.dataclass
+class StepBatch:
+    """The caches one step ran on, batched: kept for the next step, which runs on them as
+    they are when the same sequences step again, or on their rows when some left, instead
+    of padding and joining every sequence's caches again (a copy of all of them)."""
+
+    serials: tuple[int, ...]  # the sequences, in row order
+    rows: list[int]  # each one's rows
+    self_layers: list  # per layer (keys, values) [rows, heads, steps, d_kv], left-padded
+    cross_layers: list  # per layer (keys, values) [rows, heads, text length, d_kv]
+
+    def subset(self, states: Sequence[T5Sequence]) -> StepBatch | None:
+        """The batch of ``states``, when they are these sequences less some (in order)."""
+        import torch
+
+        serials = tuple(s.serial for s in states)
+        if serials == self.serials:
+            return self
+        position = {serial: i for i, serial in enumerate(self.serials)}
+        kept = [position.get(serial) for serial in serials]
+        if None in kept or kept != sorted(kept):
+            return None
+        starts = [sum(self.rows[:i]) for i in range(len(self.rows))]
+        index = torch.tensor([r for i in kept for r in range(starts[i], starts[i] + self.rows[i])],
+                             device=self.self_layers[0][0].device)
+        pick = [[(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
+                for layers in (self.self_layers, self.cross_layers)]
+        return StepBatch(serials, [self.rows[i] for i in kept], *pick)
+
+
+def batched_caches(model, states: Sequence[T5Sequence], steps: int, length: int) -> StepBatch:
+    """Every state's caches padded and joined (its self-attention keys to ``steps``
+    columns on the left, its cross-attention keys to ``length`` on the right)."""
+    import torch
+
+    self_layers, cross_layers = [], []
+    for layer in range(model.config.num_decoder_layers):
+        if steps:
+            self_layers.append(tuple(torch.cat([pad_steps(s, layer, i, steps) for s in states])
+                                     for i in (0, 1)))
+        cross_layers.append(tuple(torch.cat([pad_text(s.cross[layer][i], length, s.rows)
+                                             for s in states]) for i in (0, 1)))
+    return StepBatch(tuple(s.serial for s in states), [s.rows for s in states], self_layers,
+                     cross_layers)
+
+
+def decoder_inputs(model, states: Sequence[T5Sequence],
+                   last: StepBatch | None = None) -> tuple[dict[str, Any], StepBatch]:
+    """The keyword arguments of one decoder forward over all the states' rows, and the
+    batch of caches they use (``last``'s, or its rows, where it holds these states)."""
     import torch
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     device, dtype = model.device, model.dtype
-    steps = max(cached_steps(s) for s in states)
-    length = max(s.text_length for s in states)
+    batch = last.subset(states) if last is not None else None
+    if batch is not None:  # every state stepped last time: its caches are in the batch
+        # (wider than these states need once a longer one left: the extra columns are
+        # masked, as the padding to the longest always was)
+        steps, length = (batch.self_layers[0][0].shape[2], batch.cross_layers[0][0].shape[2])
+    else:
+        steps = max(cached_steps(s) for s in states)
+        length = max(s.text_length for s in states)
+        batch = batched_caches(model, states, steps, length)
     rows = sum(s.rows for s in states)
     self_cache, cross_cache = DynamicCache(), DynamicCache()
     for layer in range(model.config.num_decoder_layers):
         if steps:
-            self_cache.update(*(torch.cat([pad_steps(s, layer, i, steps) for s in states])
-                                for i in (0, 1)), layer)
-        cross_cache.update(*(torch.cat([pad_text(s.cross[layer][i], length, s.rows)
-                                        for s in states]) for i in (0, 1)), layer)
+            self_cache.update(*batch.self_layers[layer], layer)
+        cross_cache.update(*batch.cross_layers[layer], layer)
     decoder_mask = torch.zeros((rows, steps + 1), dtype=torch.long, device=device)
     text_mask = torch.zeros((rows, length), dtype=torch.long, device=device)
     row = 0
@@ -174,7 +232,7 @@ def decoder_inputs(model, states: Sequence[T5Sequence]) -> dict[str, Any]:
             "decoder_input_ids": torch.tensor([[t] for t in tokens], device=device),
             "decoder_attention_mask": decoder_mask, "use_cache": True,
             "cache_position": torch.tensor([steps], device=device),
-            cache_argument(model): EncoderDecoderCache(self_cache, cross_cache)}
+            cache_argument(model): EncoderDecoderCache(self_cache, cross_cache)}, batch
 
 
 @functools.lru_cache(maxsize=None)
@@ -188,17 +246,22 @@ def cache_argument(model) -> str:
     return "cache" if _forward_takes_cache(type(model).forward) else "past_key_values"
 
 
-def split_cache(output, states: Sequence[T5Sequence]) -> None:
-    """Give each state its rows of the forward's self-attention cache, less the padding."""
+def output_layers(output) -> list:
+    """The forward's self-attention cache, per layer (keys, values)."""
     cache = getattr(output, "cache", None)
     if cache is None:
         cache = output.past_key_values
-    layers = cache.self_attention_cache.layers
+    return [(layer.keys, layer.values) for layer in cache.self_attention_cache.layers]
+
+
+def split_cache(layers, states: Sequence[T5Sequence]) -> None:
+    """Give each state its rows of the batched self-attention cache, less the padding
+    (views: nothing is copied)."""
     row = 0
     for s in states:
         cached = cached_steps(s) + 1
-        s.cache = [(layer.keys[row:row + s.rows, :, -cached:],
-                    layer.values[row:row + s.rows, :, -cached:]) for layer in layers]
+        s.cache = [(k[row:row + s.rows, :, -cached:], v[row:row + s.rows, :, -cached:])
+                   for k, v in layers]
         row += s.rows
 
 
@@ -264,6 +327,7 @@ class SteppedT5:
         self.num_beams = tagger.settings.num_beams
         self.config, self.processors, self.criteria = generation_setup(
             self.model, tagger.settings.max_new_tokens, self.num_beams)
+        self._last: StepBatch | None = None  # the caches the last step ran on
 
     def encode(self, items: Sequence[Any], confidence: bool = False) -> list[T5Sequence]:
         import torch
@@ -302,21 +366,31 @@ class SteppedT5:
             raise ValueError("only live sequences take a step")
         if len({s.group for s in states}) > 1:
             raise ValueError("only sequences of one group share a step")
+        last, self._last = self._last, None  # kept again only once this step succeeds
         with torch.inference_mode():
-            output = self.model(**decoder_inputs(self.model, states), return_dict=True)
-            split_cache(output, states)
+            inputs, batch = decoder_inputs(self.model, states, last)
+            output = self.model(**inputs, return_dict=True)
+            layers = output_layers(output)
             logits = output.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             if self.num_beams == 1:  # one transfer for all rows' choices
                 if len(self.processors):  # as _sample: on the logits, with the row's tokens
                     tokens = torch.tensor([s.tokens for s in states], device=logits.device) \
                         if len({len(s.tokens) for s in states}) == 1 else None
                     logits = self._process_greedy(states, logits, tokens)
-                return [self._advance_greedy(s, token)
-                        for s, token in zip(states, torch.argmax(logits, dim=-1).tolist())]
-            chosen, row = [], 0
-            for s in states:
-                chosen.append(self._advance_beams(s, logits[row:row + s.rows]))
-                row += s.rows
+                chosen = [self._advance_greedy(s, token)
+                          for s, token in zip(states, torch.argmax(logits, dim=-1).tolist())]
+            else:
+                chosen, origins, row = [], [], 0
+                for s in states:
+                    token, origin = self._advance_beams(s, logits[row:row + s.rows])
+                    chosen.append(token)
+                    origins.append(origin + row)
+                    row += s.rows
+                # every request's beams reordered in one gather per layer
+                index = torch.cat(origins)
+                layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
+            split_cache(layers, states)
+            self._last = StepBatch(batch.serials, batch.rows, layers, batch.cross_layers)
         return chosen
 
     def _process_greedy(self, states, logits, tokens):
@@ -338,7 +412,8 @@ class SteppedT5:
         state.done = bool(self.criteria(tokens, None)[0])
         return token
 
-    def _advance_beams(self, state: T5Sequence, logits) -> int:
+    def _advance_beams(self, state: T5Sequence, logits) -> tuple[int, Any]:
+        """(the token of its best running beam, the beam each running beam came from)."""
         import torch
 
         state.new_tokens += 1
@@ -347,13 +422,11 @@ class SteppedT5:
             b = state.beams
             log_probs = self.processors(b.running_sequences[0, :, :b.cur_len], log_probs)
         origin = advance_beams(self.model, self.config, self.criteria, state.beams, log_probs)
-        state.cache = [(k.index_select(0, origin), v.index_select(0, origin))
-                       for k, v in state.cache]
         b = state.beams
         state.done = not bool(self.model._beam_search_has_unfinished_sequences(
             b.is_early_stop_heuristic_unsatisfied, b.is_sent_finished,
             b.next_token_hits_stopping_criteria, self.config.early_stopping))
-        return int(b.running_sequences[0, 0, b.cur_len - 1])
+        return int(b.running_sequences[0, 0, b.cur_len - 1]), origin
 
     def ended(self, state: T5Sequence) -> bool:
         return state.done

@@ -31,6 +31,18 @@ WORDS = (
 # Generation length that full-size weights pin, per weights folder.
 FULL_NEW_TOKENS = {"blip": 20, "kosmos": 32, "trocr": 16, "t5": 32}
 
+# Full-size weights whose answers END at varied lengths (``lengths="varied"``, for the
+# in-flight benchmark, where pinned lengths would hide what it changes). Random full-size
+# T5 at the default initialisation repeats one token with the same logits at every step;
+# at 10x it picks different tokens as it goes, with logits spread over hundreds, and the
+# end token raised by this much wins at varied steps. Calibrated on 12 caption-like texts
+# (benchlib.inputs.Payloads.text), 8 beams, bfloat16: answers of 2 to 64 tokens (median
+# about 12) after 7 to 64 steps; see docs/benchmarks/INFLIGHT.md. Not calibrated yet for
+# the other families (they have no in-flight path yet).
+VARIED_T5_INIT = 10.0
+VARIED_END_BIAS = {"t5": 300.0}
+LENGTHS = ("pinned", "varied")
+
 
 def _wordpiece_vocab(size: int | None) -> dict[str, int]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -71,7 +83,7 @@ def _for_size(size: str, tiny: dict, full: dict) -> dict:
     return tiny if size == "tiny" else full
 
 
-def build_blip(dest: Path, size: str, variant: int) -> None:
+def build_blip(dest: Path, size: str, variant: int, lengths: str = "pinned") -> None:
     large = dest.name.endswith("large")
     seed = 2 + variant
     import torch
@@ -104,10 +116,10 @@ def build_blip(dest: Path, size: str, variant: int) -> None:
     model = BlipForConditionalGeneration(config).eval()
     processor = BlipProcessor(BlipImageProcessor(size={"height": image_size, "width": image_size}),
                               tokenizer)
-    _save(model, processor, dest, size, "blip")
+    _save(model, processor, dest, size, "blip", lengths)
 
 
-def build_kosmos2(dest: Path, size: str, variant: int) -> None:
+def build_kosmos2(dest: Path, size: str, variant: int, lengths: str = "pinned") -> None:
     seed = 3 + variant
     import torch
     from transformers import (CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration,
@@ -143,10 +155,10 @@ def build_kosmos2(dest: Path, size: str, variant: int) -> None:
         # head emits nothing but patch indices; damp their logits to get words as well.
         with torch.no_grad():
             model.text_model.lm_head.weight[len(tokenizer) - 1035:] *= 0.05
-    _save(model, processor, dest, size, "kosmos")
+    _save(model, processor, dest, size, "kosmos", lengths)
 
 
-def build_trocr(dest: Path, size: str, variant: int) -> None:
+def build_trocr(dest: Path, size: str, variant: int, lengths: str = "pinned") -> None:
     seed = 4 + variant
     import torch
     from transformers import (RobertaTokenizer, TrOCRConfig, TrOCRProcessor,
@@ -183,10 +195,10 @@ def build_trocr(dest: Path, size: str, variant: int) -> None:
         ViTImageProcessor(size={"height": image_size, "width": image_size},
                           image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]),
         tokenizer)
-    _save(model, processor, dest, size, "trocr")
+    _save(model, processor, dest, size, "trocr", lengths)
 
 
-def build_t5(dest: Path, size: str, variant: int) -> None:
+def build_t5(dest: Path, size: str, variant: int, lengths: str = "pinned") -> None:
     seed = 10 + variant
     import torch
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
@@ -197,17 +209,24 @@ def build_t5(dest: Path, size: str, variant: int) -> None:
     dims = _for_size(size,
                    dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                         initializer_factor=10.0),
-                   dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12))
+                   dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
+                        **({"initializer_factor": VARIED_T5_INIT} if lengths == "varied" else {})))
     config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                       eos_token_id=tokenizer.eos_token_id,
                       decoder_start_token_id=tokenizer.pad_token_id, **dims)
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config).eval()
-    _save(model, tokenizer, dest, size, "t5")
+    _save(model, tokenizer, dest, size, "t5", lengths)
 
 
-def _save(model, processor, dest: Path, size: str, family: str) -> None:
-    if size == "full":
+def _save(model, processor, dest: Path, size: str, family: str,
+          lengths: str = "pinned") -> None:
+    if size == "full" and lengths == "varied":
+        # generate's own sequence_bias: the end token's logit raised by a constant, so an
+        # answer ends where the end token comes within that of the best other token
+        end = model.generation_config.eos_token_id
+        model.generation_config.sequence_bias = [[[end], VARIED_END_BIAS[family]]]
+    elif size == "full":
         n = FULL_NEW_TOKENS[family]
         model.generation_config.min_new_tokens = n
         model.generation_config.max_new_tokens = n
@@ -224,19 +243,29 @@ BUILDERS = {
     "trocr_ocr": build_trocr,
     "t5_tags": build_t5,
 }
+FAMILIES = {"blip_caption": "blip", "kosmos2_caption": "kosmos", "trocr_ocr": "trocr",
+            "t5_tags": "t5"}
 
 
-def make_test_weights(dest: Path, size: str = "tiny", folders=None, log=print) -> list[Path]:
+def make_test_weights(dest: Path, size: str = "tiny", folders=None, log=print,
+                      lengths: str = "pinned") -> list[Path]:
     """Build weights for ``folders`` (default: every runner's) under ``dest``; returns the
     folders made."""
     from ..runners import checkpoints, runner_for_folder
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, not {size!r}")
+    if lengths not in LENGTHS:
+        raise ValueError(f"lengths must be one of {LENGTHS}, not {lengths!r}")
     made = []
     for folder in folders or checkpoints():
         runner = runner_for_folder(folder)  # KeyError names the known folders
         log(f"building {size} {folder} in {dest / folder}")
-        BUILDERS[runner.name](dest / folder, size, list(runner.checkpoints).index(folder))
+        family = FAMILIES[runner.name]
+        if lengths == "varied" and (size != "full" or family not in VARIED_END_BIAS):
+            raise ValueError(f"varied lengths are calibrated for full-size "
+                             f"{sorted(VARIED_END_BIAS)} only, not {size} {family}")
+        BUILDERS[runner.name](dest / folder, size, list(runner.checkpoints).index(folder),
+                              lengths)
         made.append(dest / folder)
     return made

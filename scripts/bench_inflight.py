@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""In-flight against static batching, side by side in one run, on the real server.
+
+For each model with an in-flight path (``--models``), each path is served alone in turn
+(`i2tt-server serve --scheduling static|inflight`, the CPU batching profile on a CPU, the
+response cache off, every request distinct):
+  1. latency at concurrency 1 (a few requests one after another);
+  2. throughput at saturation: a closed loop with twice the batch size in callers; the
+     static path's figure is the capacity the open-loop rates are fractions of;
+  3. open-loop Poisson arrivals at --loads x that capacity (default 50, 80, 100, 120 %):
+     throughput, goodput (answered within 10 s), p50, p95 and p99 latency, refusals;
+  4. a caller that gives up: one request sent alone and abandoned at 30 % of its time
+     alone; on the in-flight path the decoding steps it cost (i2tt_decode_steps_total),
+     against the steps the same request takes to its end.
+The weights are full-size random ones whose answers END at varying lengths (built once,
+``--lengths varied`` of the synthetic builder, see i2tt_server/weights/synthetic.py):
+pinned lengths would hide what in-flight batching changes.
+
+Writes docs/benchmarks/INFLIGHT.md, .json and .png (or --out) and prints the ratios and
+the targets met. ``--quick`` for a short run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib.console import log  # noqa: E402
+from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
+from benchlib.openloop import GOOD_S, OpenLoopRow, cancelled_cost, run_open_loop  # noqa: E402
+from benchlib.served import drive  # noqa: E402
+
+PATHS = ("static", "inflight")
+DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights-varied"
+# Targets on a 2-core CPU (the in-flight issue): in-flight over static.
+TARGETS = {"p95 at 80 % load": ("<=", 0.6), "throughput at saturation": (">=", 1.3),
+           "latency at concurrency 1": ("<=", 1.05)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from i2tt_server.runners import RUNNERS
+
+    capable = sorted(n for n, r in RUNNERS.items() if r.serves_in_flight())
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=capable, default=capable)
+    parser.add_argument("--loads", type=float, nargs="+", default=[0.5, 0.8, 1.0, 1.2])
+    parser.add_argument("--arrivals", type=int, default=40, help="requests per open-loop level")
+    parser.add_argument("--saturation-requests", type=int, default=48)
+    parser.add_argument("--alone-requests", type=int, default=3)
+    parser.add_argument("--weights", type=Path, help="weights root (default: full-size random "
+                        f"weights with varied lengths in {DEFAULT_WEIGHTS.relative_to(ROOT)})")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "INFLIGHT")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer requests: 12 arrivals per level, 16 at saturation")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.arrivals, args.saturation_requests, args.alone_requests = 12, 16, 2
+    return args
+
+
+def ensure_weights(given: Path | None, models: list[str]) -> Path:
+    from i2tt_server.runners import RUNNERS
+    from i2tt_server.weights.synthetic import make_test_weights
+    from i2tt_server.weights_layout import missing_folders
+
+    folders = [RUNNERS[m].default_folder() for m in models]
+    root = given or DEFAULT_WEIGHTS
+    missing = missing_folders(root, folders)
+    if missing and given:
+        sys.exit(f"error: no weights for {missing} in {root}")
+    if missing:
+        log(f"building full-size random weights with varied lengths for {missing} (once)")
+        make_test_weights(root, "full", missing, log=log, lengths="varied")
+    return root
+
+
+def start(model: str, path: str, weights: Path, device: str, log_file: Path):
+    from i2tt_server.launcher import TritonServer, free_port
+    from i2tt_server.repository import derive_repository, find_repository, set_parameter
+    from i2tt_server.serve_options import ServeOptions
+
+    repository = Path(tempfile.mkdtemp(prefix="i2tt-bench-inflight-")) / "repository"
+    edit = set_parameter(model, "device", device) if device != "auto" else None
+    derive_repository(find_repository(), repository, edit, models=[model])
+    server = TritonServer(ServeOptions(repository, weights=weights, http_port=free_port(),
+                                       grpc_port=free_port(), metrics_port=free_port(),
+                                       host="127.0.0.1", cache_size=0, scheduling=path,
+                                       log_file=log_file))
+    return server.start(timeout=1800)
+
+
+def decode_steps(server, model: str) -> float:
+    url = f"http://127.0.0.1:{server.options.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    prefix = f'i2tt_decode_steps_total{{model="{model}"}}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def settled_steps(server, model: str) -> float:
+    last = -1.0
+    while True:
+        now = decode_steps(server, model)
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.5)
+
+
+def max_batch(server, model: str) -> int:
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        return int(client.get_model_config(model, as_json=True)["config"]["max_batch_size"])
+
+
+def measure_path(model: str, path: str, args, payloads: Payloads, weights: Path,
+                 capacity: float | None, offset: int) -> dict:
+    """Every row of one path, on its own server."""
+    from i2tt_server.runners import RUNNERS
+
+    kind, name = RUNNERS[model].sample, RUNNERS[model].inputs[0]
+    payload = lambda i: payloads.get(kind, i)  # noqa: E731
+    log_file = ROOT / "build" / f"bench-inflight-{model}-{path}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{model} {path}: starting the server")
+    server = start(model, path, weights, args.device, log_file)
+    try:
+        url, out = server.grpc_url, {"path": path}
+        drive(url, model, name, payload, 2, 1, offset)  # warm the connection, not measured
+        wall, alone, _ = drive(url, model, name, payload, args.alone_requests, 1, offset + 10)
+        out["alone_s"] = sum(alone) / len(alone)
+        callers = 2 * max_batch(server, model)
+        wall, lat, errors = drive(url, model, name, payload, args.saturation_requests,
+                                  callers, offset + 100)
+        out["saturation"] = {"callers": callers, "throughput": len(lat) / wall,
+                             "errors": len(errors)}
+        log(f"  alone {out['alone_s']:.2f} s, saturation {len(lat) / wall:.3f} req/s")
+        capacity = capacity or out["saturation"]["throughput"]
+        out["open_loop"] = []
+        for index, load in enumerate(args.loads):
+            rate = capacity * load
+            # the same requests at every level and on both paths (answers end at varied
+            # lengths: other texts would measure other work)
+            wall, lat, errors = run_open_loop(url, model, name, payload, rate, args.arrivals,
+                                              offset + 1000, seed=index)
+            row = OpenLoopRow(model, path, load, rate, args.arrivals, wall, lat, errors)
+            out["open_loop"].append(row.as_dict())
+            log(f"  {load:.0%} ({rate:.3f}/s): p50 {row.p(50):.2f} p95 {row.p(95):.2f} "
+                f"p99 {row.p(99):.2f} s, goodput {row.goodput:.3f}/s, {len(errors)} refused")
+        out["cancel"] = cancel_row(server, model, name, payload(offset + 9000), out["alone_s"],
+                                   path)
+        return out
+    finally:
+        server.stop()
+
+
+def cancel_row(server, model: str, name: str, value, alone_s: float, path: str) -> dict:
+    """The steps a request cost when its caller left at 30 % of its time alone, against
+    the steps it takes to its end (in-flight only: the static path runs it to its end)."""
+    row = {"left_after_s": round(0.3 * alone_s, 3)}
+    if path != "inflight":
+        row["steps"] = "all (generate runs the batch to its end)"
+        return row
+    before = settled_steps(server, model)
+    started = time.perf_counter()
+    cancelled_cost(server.grpc_url, model, name, value, 3600)
+    whole = time.perf_counter() - started
+    full = settled_steps(server, model) - before
+    before = settled_steps(server, model)
+    row["client_saw"] = cancelled_cost(server.grpc_url, model, name, value, 0.3 * alone_s)
+    row["steps"], row["full_steps"] = settled_steps(server, model) - before, full
+    # the steps it would have run by the deadline at its pace alone (its encode included)
+    row["steps_by_deadline"] = round(full * min(1.0, 0.3 * alone_s / whole), 1)
+    return row
+
+
+def ratios(static: dict, inflight: dict) -> dict:
+    def at(rows, load):
+        return next((r for r in rows if abs(r["load"] - load) < 1e-9), None)
+
+    out = {"latency at concurrency 1": inflight["alone_s"] / static["alone_s"],
+           "throughput at saturation": inflight["saturation"]["throughput"]
+           / static["saturation"]["throughput"]}
+    s80, i80 = at(static["open_loop"], 0.8), at(inflight["open_loop"], 0.8)
+    if s80 and i80:
+        out["p95 at 80 % load"] = i80["p95_s"] / s80["p95_s"]
+    for s, i in zip(static["open_loop"], inflight["open_loop"]):
+        out[f"p95 at {s['load']:.0%} load (in-flight/static)"] = i["p95_s"] / s["p95_s"]
+    return out
+
+
+def met(name: str, value: float) -> bool | None:
+    if name not in TARGETS:
+        return None
+    sign, bound = TARGETS[name]
+    return value <= bound if sign == "<=" else value >= bound
+
+
+def markdown(results: dict, settings: dict) -> str:
+    lines = ["# In-flight against static batching", "",
+             "Generated by `scripts/bench_inflight.py` (`make bench-inflight`). Both paths are "
+             "served by the same tritonserver build, one after the other, on full-size random "
+             "weights whose answers end at varied lengths; every request is distinct and the "
+             "response cache is off. Latency is measured from each arrival's scheduled time.", "",
+             "Settings: `" + json.dumps(settings) + "`", ""]
+    for model, paths in results.items():
+        static, inflight = paths["static"], paths["inflight"]
+        lines += [f"## {model}", "",
+                  f"Alone: static {static['alone_s']:.2f} s, in-flight {inflight['alone_s']:.2f} s. "
+                  f"Saturation ({static['saturation']['callers']} callers): static "
+                  f"{static['saturation']['throughput']:.3f} req/s, in-flight "
+                  f"{inflight['saturation']['throughput']:.3f} req/s.", "",
+                  "| path | load | arrivals/s | answered | refused | throughput/s | "
+                  f"goodput (<= {GOOD_S:g} s)/s | p50 s | p95 s | p99 s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in static["open_loop"] + inflight["open_loop"]:
+            lines.append(f"| {row['path']} | {row['load']:.0%} | {row['rate']:.3f} | "
+                         f"{row['answered']} | {row['errors']} | {row['throughput']:.3f} | "
+                         f"{row['goodput']:.3f} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | "
+                         f"{row['p99_s']:.2f} |")
+        cancel = inflight["cancel"]
+        lines += ["", f"A caller that left after {cancel['left_after_s']} s (30 % of its time "
+                  f"alone) cost {cancel['steps']:.0f} of the {cancel['full_steps']:.0f} steps "
+                  f"its request takes to its end on the in-flight path (at its pace alone it "
+                  f"would have run {cancel['steps_by_deadline']} by then; the client saw "
+                  f"{cancel['client_saw']}); on the static path it costs the whole batch.", "",
+                  "| ratio (in-flight / static) | value | target | met |", "|---|---|---|---|"]
+        for name, value in paths["ratios"].items():
+            target = TARGETS.get(name)
+            verdict = met(name, value)
+            lines.append(f"| {name} | {value:.2f} | "
+                         f"{f'{target[0]} {target[1]}' if target else ''} | "
+                         f"{'' if verdict is None else ('yes' if verdict else 'NO')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for axis, (model, paths) in zip(axes[0], results.items()):
+        for name in PATHS:
+            rows = paths[name]["open_loop"]
+            for q, style in (("p50_s", "--"), ("p95_s", "-")):
+                axis.plot([r["load"] * 100 for r in rows], [r[q] for r in rows], style,
+                          marker="o", label=f"{name} {q[:3]}")
+        axis.set(title=model, xlabel="load (% of the static path's capacity)",
+                 ylabel="latency (s)")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    weights = ensure_weights(args.weights, args.models)
+    payloads = Payloads(seed_images_dir(ROOT))
+    results: dict = {}
+    for model in args.models:
+        static = measure_path(model, "static", args, payloads, weights, None, 0)
+        capacity = static["saturation"]["throughput"]
+        inflight = measure_path(model, "inflight", args, payloads, weights, capacity, 0)
+        results[model] = {"static": static, "inflight": inflight,
+                          "ratios": ratios(static, inflight)}
+        for name, value in results[model]["ratios"].items():
+            verdict = met(name, value)
+            print(f"  {model}: {name}: {value:.2f}"
+                  + ("" if verdict is None else f"  target {'met' if verdict else 'MISSED'}"))
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    args.out.with_suffix(".json").write_text(json.dumps({"settings": settings,
+                                                         "results": results}, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(results, settings))
+    plot(results, args.out.with_suffix(".png"))
+    log(f"wrote {args.out}.md, .json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
