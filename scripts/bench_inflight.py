@@ -148,12 +148,13 @@ def measure_path(model: str, path: str, args, payloads: Payloads, weights: Path,
         log(f"  alone {out['alone_s']:.2f} s, saturation {len(lat) / wall:.3f} req/s")
         capacity = capacity or out["saturation"]["throughput"]
         out["open_loop"] = []
-        for index, load in enumerate(args.loads):
+        for load in args.loads:
             rate = capacity * load
-            # the same requests at every level and on both paths (answers end at varied
-            # lengths: other texts would measure other work)
+            # the same requests in the same pattern, scaled to the rate, at every level and
+            # on both paths (answers end at varied lengths: other texts, or another draw of
+            # arrivals, would measure other work)
             wall, lat, errors = run_open_loop(url, model, name, payload, rate, args.arrivals,
-                                              offset + 1000, seed=index)
+                                              offset + 1000, seed=0)
             row = OpenLoopRow(model, path, load, rate, args.arrivals, wall, lat, errors)
             out["open_loop"].append(row.as_dict())
             log(f"  {load:.0%} ({rate:.3f}/s): p50 {row.p(50):.2f} p95 {row.p(95):.2f} "
