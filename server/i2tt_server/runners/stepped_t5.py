@@ -230,7 +230,9 @@ def decoder_inputs(model, states: Sequence[T5Sequence],
     tokens = [t for s in states for t in s.last_tokens()]
     return {"encoder_outputs": (hidden.expand(rows, length, -1),), "attention_mask": text_mask,
             "decoder_input_ids": torch.tensor([[t] for t in tokens], device=device),
-            "decoder_attention_mask": decoder_mask, "use_cache": True,
+            # no padding to mask (the states are as long): as generate calls it, without one
+            "decoder_attention_mask": None if bool(decoder_mask.all()) else decoder_mask,
+            "use_cache": True,
             "cache_position": torch.tensor([steps], device=device),
             cache_argument(model): EncoderDecoderCache(self_cache, cross_cache)}, batch
 
