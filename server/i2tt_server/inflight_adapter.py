@@ -42,9 +42,9 @@ CANCEL_CHECK_SECONDS = 0.001
 class CallerWatch:
     """Whether a request's caller has gone: cancelled, or past its timeout."""
 
-    def __init__(self, request, now: float | None = None):
+    def __init__(self, request):
         self.request = request
-        start = time.monotonic() if now is None else now
+        start = time.monotonic()
         try:
             timeout_us = int(request.timeout())
         except Exception:  # a backend that cannot tell
