@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.console import log  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
-from benchlib.openloop import GOOD_S, OpenLoopRow, cancelled_cost, run_open_loop  # noqa: E402
+from benchlib.openloop import GOOD_S, OpenLoopRow, call_with_deadline, run_open_loop  # noqa: E402
 from benchlib.served import drive  # noqa: E402
+from benchlib.weights import ensure_weights  # noqa: E402
 
 PATHS = ("static", "inflight")
 DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights-varied"
@@ -66,22 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.arrivals, args.saturation_requests, args.alone_requests = 12, 16, 2
     return args
-
-
-def ensure_weights(given: Path | None, models: list[str]) -> Path:
-    from i2tt_server.runners import RUNNERS
-    from i2tt_server.weights.synthetic import make_test_weights
-    from i2tt_server.weights_layout import missing_folders
-
-    folders = [RUNNERS[m].default_folder() for m in models]
-    root = given or DEFAULT_WEIGHTS
-    missing = missing_folders(root, folders)
-    if missing and given:
-        sys.exit(f"error: no weights for {missing} in {root}")
-    if missing:
-        log(f"building full-size random weights with varied lengths for {missing} (once)")
-        make_test_weights(root, "full", missing, log=log, lengths="varied")
-    return root
 
 
 def start(model: str, path: str, weights: Path, device: str, log_file: Path):
@@ -175,11 +160,11 @@ def cancel_row(server, model: str, name: str, value, alone_s: float, path: str) 
         return row
     before = settled_steps(server, model)
     started = time.perf_counter()
-    cancelled_cost(server.grpc_url, model, name, value, 3600)
+    call_with_deadline(server.grpc_url, model, name, value, 3600)
     whole = time.perf_counter() - started
     full = settled_steps(server, model) - before
     before = settled_steps(server, model)
-    row["client_saw"] = cancelled_cost(server.grpc_url, model, name, value, 0.3 * alone_s)
+    row["client_saw"] = call_with_deadline(server.grpc_url, model, name, value, 0.3 * alone_s)
     row["steps"], row["full_steps"] = settled_steps(server, model) - before, full
     # the steps it would have run by the deadline at its pace alone (its encode included)
     row["steps_by_deadline"] = round(full * min(1.0, 0.3 * alone_s / whole), 1)
@@ -270,7 +255,10 @@ def plot(results: dict, path: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    weights = ensure_weights(args.weights, args.models)
+    from i2tt_server.runners import RUNNERS
+
+    weights = ensure_weights(args.weights, [RUNNERS[m].default_folder() for m in args.models],
+                             DEFAULT_WEIGHTS, lengths="varied")
     payloads = Payloads(seed_images_dir(ROOT))
     results: dict = {}
     for model in args.models:

@@ -102,8 +102,8 @@ def run_open_loop(url: str, model: str, input_name: str, payload: Callable[[int]
     return max(finished) - start, latencies, errors
 
 
-def cancelled_cost(url: str, model: str, input_name: str, value, after_s: float) -> str:
-    """Send one request and give up after ``after_s``; what the client saw."""
+def call_with_deadline(url: str, model: str, input_name: str, value, after_s: float) -> str:
+    """Send one request and give up after ``after_s``: "answered", or the error's type."""
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(url) as client:

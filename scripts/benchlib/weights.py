@@ -12,12 +12,14 @@ from .console import log
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "build" / "bench-weights"
 
 
-def ensure_weights(given: Path | None, folders: list[str]) -> Path:
+def ensure_weights(given: Path | None, folders: list[str], default: Path = DEFAULT_ROOT,
+                   lengths: str = "pinned") -> Path:
     """The weights root holding ``folders``: ``given`` (which must hold them all), else
-    the default root, where missing or outdated folders are built."""
+    ``default``, where missing or outdated folders are built (full size, answers of
+    ``lengths``: pinned or varied, see i2tt_server.weights.synthetic)."""
     from i2tt_server.weights_layout import missing_folders
 
-    root = given or DEFAULT_ROOT
+    root = given or default
     missing = missing_folders(root, folders)
     if not given and builder_changed(root):
         log(f"the weights builder changed since {root} was built: rebuilding")
@@ -27,8 +29,9 @@ def ensure_weights(given: Path | None, folders: list[str]) -> Path:
     if missing:
         from i2tt_server.weights.synthetic import make_test_weights
 
-        log(f"building full-size random weights for {missing} in {root} (once)")
-        make_test_weights(root, "full", missing, log=log)
+        log(f"building full-size random weights ({lengths} lengths) for {missing} in {root} "
+            f"(once)")
+        make_test_weights(root, "full", missing, log=log, lengths=lengths)
     return root
 
 

@@ -18,7 +18,8 @@ from typing import Any, Protocol, Sequence
 log = logging.getLogger("i2tt_server")
 
 # The error a record's outcome can be, by the TritonError code its response carries.
-CANCELLED, INVALID_ARG, INTERNAL = "CANCELLED", "INVALID_ARG", "INTERNAL"
+CANCELLED, INVALID_ARG, INTERNAL, UNAVAILABLE = \
+    "CANCELLED", "INVALID_ARG", "INTERNAL", "UNAVAILABLE"
 
 
 @dataclasses.dataclass
@@ -31,7 +32,7 @@ class RequestRecord:
     items: list[Any] | None = None  # parsed: what the runner infers
     results: list[dict[str, Any]] | None = None  # one dict of output values per item
     error: str | None = None  # the error response's message ...
-    code: str | None = None  # ... and its code (CANCELLED, INVALID_ARG, INTERNAL)
+    code: str | None = None  # ... and its code (CANCELLED, INVALID_ARG, ...)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # step -> seconds
 
     def fail(self, code: str, message: str) -> None:

@@ -27,13 +27,12 @@ import time
 import traceback
 from typing import Any, Sequence
 
-from .execution import CANCELLED, INTERNAL, RequestRecord
+from .execution import CANCELLED, INTERNAL, UNAVAILABLE, RequestRecord
 from .runners.base import CONFIDENCE
 from .step_scheduler import CallerGone, SchedulerStopped, StepScheduler
 
 log = logging.getLogger("i2tt_server")
 
-UNAVAILABLE = "UNAVAILABLE"
 # is_cancelled is a message to the server process (about 40 us, measured on 2.51): asked
 # once per request per step, its items share the answer within this window.
 CANCEL_CHECK_SECONDS = 0.001

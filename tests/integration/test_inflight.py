@@ -30,7 +30,7 @@ from i2tt_server.runners import T5Tagger
 from i2tt_server.serve_options import ServeOptions
 from promtext import parse_samples
 from testdata import REPOSITORY
-from triton_calls import infer, infer_concurrently, string_input
+from triton_calls import infer, infer_concurrently, scrape, string_input, value
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -109,10 +109,7 @@ def inflight(weights_dir, tmp_path_factory):
 
 
 def metric(server, name: str) -> float:
-    url = f"http://127.0.0.1:{server.options.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        samples = parse_samples(response.read().decode())
-    return sum(v for n, labels, v in samples if n == name and labels.get("model") == "t5_tags")
+    return value(parse_samples(scrape(server)), name, model="t5_tags")
 
 
 def settled_steps(server) -> float:

@@ -3,27 +3,14 @@ requests: rejections by reason, generated tokens, items per execution, decode ti
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 import tritonclient.grpc as grpcclient
 
 from i2tt_server.metrics import DECODE, GENERATED, ITEMS, NAMES, REJECTED
 from promtext import parse_samples
-from triton_calls import infer
+from triton_calls import infer, scrape, value
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def scrape(triton) -> str:
-    url = f"http://127.0.0.1:{triton.options.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
-
-
-def value(samples, name: str, **labels) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(v for n, l, v in samples if n == name and labels.items() <= l.items())
 
 
 @pytest.fixture(scope="module")

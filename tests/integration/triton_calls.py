@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -171,3 +172,15 @@ def settled_statistics(triton, model: str) -> dict:
             return now
         last = now
     return last
+
+
+def scrape(triton) -> str:
+    """The server's metrics page (Prometheus text)."""
+    url = f"http://127.0.0.1:{triton.options.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def value(samples, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for n, l, v in samples if n == name and labels.items() <= l.items())

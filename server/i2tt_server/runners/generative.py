@@ -67,7 +67,9 @@ class GenerativeRunner(Runner):
                 f"or `i2tt-server make-test-weights`, or set $I2TT_WEIGHTS)")
         log.info("%s: loading %s on %s as %s", self.name, self.path, self.device, self.dtype)
         self.load()
-        if settings.warmup:
+        # Served in flight, the model warms up through its step loop instead
+        # (TritonModel.serve_in_flight): its static path would never run.
+        if settings.warmup and settings.batching == "static":
             self.infer(self.warmup_items())
 
     @classmethod

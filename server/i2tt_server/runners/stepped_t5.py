@@ -376,9 +376,7 @@ class SteppedT5:
             logits = output.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             if self.num_beams == 1:  # one transfer for all rows' choices
                 if len(self.processors):  # as _sample: on the logits, with the row's tokens
-                    tokens = torch.tensor([s.tokens for s in states], device=logits.device) \
-                        if len({len(s.tokens) for s in states}) == 1 else None
-                    logits = self._process_greedy(states, logits, tokens)
+                    logits = self._process_greedy(states, logits)
                 chosen = [self._advance_greedy(s, token)
                           for s, token in zip(states, torch.argmax(logits, dim=-1).tolist())]
             else:
@@ -395,14 +393,16 @@ class SteppedT5:
             self._last = StepBatch(batch.serials, batch.rows, layers, batch.cross_layers)
         return chosen
 
-    def _process_greedy(self, states, logits, tokens):
+    def _process_greedy(self, states, logits):
         """The processors on every row's logits, each row with its own tokens (all rows at
         once where they are equally long)."""
         import torch
 
-        if tokens is not None:
-            return self.processors(tokens, logits)
-        return torch.cat([self.processors(torch.tensor([s.tokens], device=logits.device),
+        device = logits.device
+        if len({len(s.tokens) for s in states}) == 1:
+            return self.processors(torch.tensor([s.tokens for s in states], device=device),
+                                   logits)
+        return torch.cat([self.processors(torch.tensor([s.tokens], device=device),
                                           logits[i:i + 1]) for i, s in enumerate(states)])
 
     def _advance_greedy(self, state: T5Sequence, token: int) -> int:
