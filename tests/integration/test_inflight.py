@@ -183,7 +183,10 @@ def test_a_short_request_sent_after_a_long_one_is_answered_first(inflight, refer
     assert finished["short"] < finished["long"], "the short request waited for the long one"
 
 
-def test_a_caller_that_gives_up_stops_costing_steps(inflight, reference):
+@pytest.mark.parametrize("leaving", ["gives up", "timeout passes"])
+def test_a_caller_that_leaves_stops_costing_steps(inflight, reference, leaving):
+    """A gRPC caller that gives up (cancelled), or whose timeout (sent to the server, the
+    call itself waiting) passes: either way the request leaves before the next step."""
     server, client = inflight
     texts = long_request(reference, server.max_running)
     before = settled_steps(server)
@@ -193,8 +196,13 @@ def test_a_caller_that_gives_up_stops_costing_steps(inflight, reference):
     full = settled_steps(server) - before
     assert full >= 48, f"the long request must take many steps, took {full:.0f}"
     before = settled_steps(server)
-    with pytest.raises(InferenceServerException, match="Deadline"):
-        client.infer("t5_tags", [string_input("TEXT", texts)], client_timeout=whole / 4)
+    inputs = [string_input("TEXT", texts)]
+    if leaving == "gives up":
+        with pytest.raises(InferenceServerException, match="Deadline"):
+            client.infer("t5_tags", inputs, client_timeout=whole / 4)
+    else:
+        with pytest.raises(InferenceServerException, match="cancelled: the caller has gone"):
+            client.infer("t5_tags", inputs, timeout=int(whole / 4 * 1e6))
     spent = settled_steps(server) - before
     # it left a quarter of the way in (plus a step or two in flight), not at the end
     assert spent < full * 0.6, f"{spent:.0f} of {full:.0f} steps for a caller that left"
