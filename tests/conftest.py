@@ -12,6 +12,7 @@ import pytest
 from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.serve_options import ServeOptions
 from i2tt_server.repository import chain, derive_repository, set_queue_delay
+from pages import page_tools_missing
 from testdata import REPOSITORY, ROOT, SEED_NAMES, configs, log_tail, seed_bytes
 
 # Requests sent together must reliably land in one dynamic batch (tests read the statistics).
@@ -35,20 +36,6 @@ def weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def seed_images() -> dict[str, bytes]:
     return {name: seed_bytes(name) for name in SEED_NAMES}
-
-
-def page_tools_missing() -> str | None:
-    """Why ocr_page cannot run here (no Tesseract English data, no DejaVu font), or None."""
-    from i2tt_server.lines import find_tessdata
-    from pages import font_path
-
-    try:
-        find_tessdata()
-    except FileNotFoundError as exc:
-        return str(exc)
-    if font_path() is None:
-        return "no DejaVu Sans to render test pages (apt-get install fonts-dejavu-core)"
-    return None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -37,6 +37,19 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
+def page_tools_missing() -> str | None:
+    """Why ocr_page cannot run here (no Tesseract English data, no DejaVu font), or None."""
+    from i2tt_server.lines import find_tessdata
+
+    try:
+        find_tessdata()
+    except FileNotFoundError as exc:
+        return str(exc)
+    if font_path() is None:
+        return "no DejaVu Sans to render test pages (apt-get install fonts-dejavu-core)"
+    return None
+
+
 Box = tuple[float, float, float, float]
 
 
@@ -197,6 +210,20 @@ def noisy_scan(seed: int = 11) -> Rendered:
     noisy.save(buffer, "JPEG", quality=60)
     page.image = Image.open(buffer).convert("RGB")
     return page
+
+
+def text_lines(count: int = 24, seed: int = 0) -> list[Image.Image]:
+    """Single lines of 1 to 6 words, grey ink on grey paper of varied shades: what a line
+    model reads (trocr_ocr's tests)."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+        paper, ink = rng.randint(150, 255), rng.randint(0, 90)
+        image = Image.new("RGB", (20 + 14 * len(text), 40), (paper,) * 3)
+        ImageDraw.Draw(image).text((10, 8), text, fill=(ink,) * 3, font=font(22))
+        lines.append(image)
+    return lines
 
 
 def blank() -> Rendered:

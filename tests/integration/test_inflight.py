@@ -1,18 +1,23 @@
 """In-flight batching on the real server (``--scheduling inflight``): t5_tags answers as
 generate does for each text alone (the static path's reference), alone, concurrently and
-through the caption_tags ensemble; a short request sent after a long one is answered
-first; a caller that gives up stops costing steps; a burst past the queue is refused at
-once while the admitted requests are answered; plain HTTP infer works.
+through the caption_tags ensemble; trocr_ocr reads lines as generate does, with their
+CONFIDENCE, and ocr_page's lines go through it, a short page sent after a long one coming
+back first; a short request sent after a long one is answered first; a caller that gives
+up stops costing steps; a burst past the queue is refused at once while the admitted
+requests are answered; plain HTTP infer works.
 
 The server's T5 has its end token made likelier (as tests/unit/test_stepped_t5.py does),
-so answers end at different lengths and some requests leave after a few steps, which is
-where sharing steps could go wrong; the plain tiny weights always run to max_new_tokens."""
+and its TrOCR raises its end token by generate's own sequence bias (as
+tests/unit/test_stepped_trocr.py does), so answers end at different lengths and some
+requests leave after a few steps, which is where sharing steps could go wrong; the plain
+tiny weights always run to max_new_tokens."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -26,15 +31,20 @@ from tritonclient.utils import InferenceServerException
 from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.metrics import RUNNING, STEPS
 from i2tt_server.repository import chain, derive_repository, in_flight, read_config
-from i2tt_server.runners import T5Tagger
+import pages
+from i2tt_server.runners import PageReader, T5Tagger, TrOCRReader
+from i2tt_server.runners.ocr_page import PageSettings
 from i2tt_server.serve_options import ServeOptions
 from promtext import parse_samples
-from testdata import REPOSITORY
-from triton_calls import infer, infer_concurrently, scrape, string_input, value
+from testdata import REPOSITORY, TROCR_END_BIAS
+from triton_calls import (OUTPUTS, infer, infer_concurrently, same_confidence, scrape,
+                          string_input, value)
 
 pytestmark = pytest.mark.timeout(600)
 
-MODELS = ["blip_caption", "t5_tags", "caption_tags"]
+# ocr_page where its tools are here (its tests skip otherwise, as conftest says)
+MODELS = ["blip_caption", "t5_tags", "caption_tags", "trocr_ocr"] + \
+    ([] if pages.page_tools_missing() else ["ocr_page"])
 QUEUE = 8  # t5_tags' queue here: a burst past it is refused
 END_BOOST = 5.0  # some answers end after a few steps, in float32 and bfloat16 alike
 TEXTS = ["a dog running on a beach", "two cats asleep on a red sofa",
@@ -49,11 +59,19 @@ def small_queue(config) -> None:
 
 
 def weights_ending_early(weights_dir, root):
-    """A weights root like ``weights_dir`` whose T5 ends its answers at varying lengths."""
+    """A weights root like ``weights_dir`` whose T5 and TrOCR end their answers at varying
+    lengths."""
+    from transformers import GenerationConfig
+
     root.mkdir()
     for folder in weights_dir.iterdir():
-        if folder.name != "t5-tags":
+        if folder.name not in ("t5-tags", "trocr-printed"):
             (root / folder.name).symlink_to(folder.resolve())
+    trocr = root / "trocr-printed"
+    shutil.copytree(weights_dir / "trocr-printed", trocr)
+    generation = GenerationConfig.from_pretrained(trocr)
+    generation.sequence_bias = [[[generation.eos_token_id], TROCR_END_BIAS]]
+    generation.save_pretrained(trocr)
     t5 = T5Tagger.from_parameters({"weights_root": str(weights_dir), "warmup": "false",
                                    "device": "cpu", "dtype": "float32"})
     with torch.no_grad():
@@ -108,8 +126,8 @@ def inflight(weights_dir, tmp_path_factory):
     server.stop()
 
 
-def metric(server, name: str) -> float:
-    return value(parse_samples(scrape(server)), name, model="t5_tags")
+def metric(server, name: str, model: str = "t5_tags") -> float:
+    return value(parse_samples(scrape(server)), name, model=model)
 
 
 def settled_steps(server) -> float:
@@ -131,9 +149,12 @@ def test_answers_equal_generate_alone_whether_alone_or_sharing_steps(inflight, r
     assert len(lengths) >= 3, f"answers must have different lengths here, not {lengths}"
     assert [infer(client, "t5_tags", TEXT=[t])[0] for t in TEXTS] == want
     # all at once, some requests carrying several texts: they join the running steps
+    # (20 texts in 12 requests: once the live places are full, at most 4 requests wait,
+    # within the small queue; twice the lot at once could overflow it)
     requests = [{"TEXT": [t]} for t in TEXTS] + [{"TEXT": TEXTS[:4]}, {"TEXT": TEXTS[4:]}]
-    results = infer_concurrently(client, "t5_tags", requests * 2)
-    assert results == ([[row] for row in want] + [want[:4], want[4:]]) * 2
+    for _ in range(2):
+        results = infer_concurrently(client, "t5_tags", requests)
+        assert results == [[row] for row in want] + [want[:4], want[4:]]
 
 
 def test_the_ensemble_and_http_answer_as_the_static_path(inflight, reference, grpc_client,
@@ -218,6 +239,86 @@ def test_a_burst_past_the_queue_is_refused_at_once_and_the_admitted_answered(inf
     answered = [r for r in results if not isinstance(r, InferenceServerException)]
     assert refused and all(r.status() == "StatusCode.UNAVAILABLE" for r in refused), refused[:3]
     assert answered and all(r == expected for r in answered)
+
+
+@pytest.fixture(scope="module")
+def line_reference(inflight):
+    """trocr_ocr's static path in this process on the server's weights: a PNG line's TEXT
+    and CONFIDENCE, read alone."""
+    server, _ = inflight
+    trocr = TrOCRReader.from_parameters({"weights_root": str(server.options.weights),
+                                         "warmup": "false", "device": "cpu"})
+
+    @functools.lru_cache(maxsize=None)
+    def answer(png: bytes) -> dict:
+        return trocr.infer([trocr.parse_one({"IMAGE": png})], confidence=True)[0]
+
+    return answer
+
+
+def png_of(image) -> bytes:
+    return pages.Rendered("line", image).png()
+
+
+def test_trocr_reads_lines_as_generate_alone_with_their_confidence(inflight, line_reference):
+    server, client = inflight
+    lines = [png_of(image) for image in pages.text_lines()]
+    want = [line_reference(line) for line in lines]
+    assert len({w["TEXT"] for w in want}) >= 3, "lines must be read differently here"
+    outputs = OUTPUTS["trocr_ocr"]
+    # alone, each is stepped alone: exactly the static path's answer
+    assert [infer(client, "trocr_ocr", outputs, IMAGE=[line])[0] for line in lines] == want
+    # all at once, some requests carrying several lines: they share steps
+    requests = [{"IMAGE": [line]} for line in lines] + [{"IMAGE": lines[:5]}]
+    results = infer_concurrently(client, "trocr_ocr", requests, outputs)
+    for got, expected in zip(results, [[w] for w in want] + [want[:5]]):
+        assert [row["TEXT"] for row in got] == [row["TEXT"] for row in expected]
+        assert [row["CONFIDENCE"] for row in got] == [
+            same_confidence(row, "trocr_ocr", "cpu") for row in expected]
+
+
+def page_reading(page, line_reference) -> list[tuple[str, float]]:
+    """What ocr_page must answer for ``page``: its lines as this process finds them, each
+    read alone."""
+    local = PageReader(PageSettings()).page(page.image)
+    return [(line_reference(crop)["TEXT"], line_reference(crop)["CONFIDENCE"])
+            for crop in local.crops]
+
+
+def test_ocr_page_reads_its_lines_through_the_in_flight_trocr(inflight, line_reference):
+    _, client = inflight
+    page = pages.one_column()
+    (row,) = infer(client, "ocr_page", IMAGE=[page.png()])
+    lines = json.loads(row["LINES"])
+    want = page_reading(page, line_reference)
+    assert len(lines) == len(page.boxes) == len(want)
+    assert [line["text"] for line in lines] == [text for text, _ in want]
+    assert row["TEXT"] == "\n".join(text for text, _ in want)
+    assert [line["confidence"] for line in lines] == [  # LINES rounds it to 6 decimals
+        same_confidence({"CONFIDENCE": c}, "ocr_page", "cpu", abs=5e-7) for _, c in want]
+
+
+def test_an_ocr_page_of_3_lines_sent_after_one_of_60_is_answered_first(inflight):
+    """A 3-line page sent while a 60-line page's lines are being read joins trocr_ocr's
+    running steps: it is not held behind the long page."""
+    server, client = inflight
+    long_page = pages.render("60 lines", (900, 60 * 32 + 120), [(40, 820)], 60, 18, seed=21)
+    short_page = pages.render("3 lines", (640, 260), [(30, 560)], 3, 24, seed=22)
+    finished, answers = {}, {}
+
+    def call(name, page):
+        answers[name] = infer(client, "ocr_page", IMAGE=[page.png()])[0]
+        finished[name] = time.monotonic()
+
+    long = threading.Thread(target=call, args=("long", long_page))
+    long.start()
+    while metric(server, RUNNING, "trocr_ocr") == 0:  # until its lines are being read
+        assert long.is_alive(), "the long page ended before its lines were seen running"
+        time.sleep(0.01)
+    call("short", short_page)
+    long.join(120)
+    assert [len(json.loads(answers[n]["LINES"])) for n in ("long", "short")] == [60, 3]
+    assert finished["short"] < finished["long"], "the short page waited for the long one"
 
 
 def test_when_the_process_dies_callers_in_flight_end_at_their_deadline_and_it_heals(

@@ -161,10 +161,10 @@ def test_batching_parameter_is_checked(weights_dir):
 
 
 def test_a_runner_without_a_stepped_generator_refuses_inflight(weights_dir):
-    from i2tt_server.runners import TrOCRReader
+    from i2tt_server.runners import BlipCaptioner
 
     class Reader(TritonModel):
-        runner_class = TrOCRReader
+        runner_class = BlipCaptioner
 
     pb = fake_pb_utils()
     config = {"parameters": {k: {"string_value": v} for k, v in

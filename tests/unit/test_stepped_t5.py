@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from i2tt_server.runners import T5Tagger
-from i2tt_server.runners.stepped_t5 import SteppedT5, best_beam
+from i2tt_server.runners.stepped import best_beam
+from i2tt_server.runners.stepped_t5 import SteppedT5
 from i2tt_server.text import clean_tags
 
 DTYPES = ["float32", "bfloat16"]
@@ -49,16 +50,17 @@ def tokens_of(state) -> list[int]:
     return state.tokens if state.beams is None else best_beam(state.beams)
 
 
-def run(generator: SteppedT5, texts, join_per_step: int | None, drop_at=None):
-    """Every text through the scheduler's loop: all admitted at once (``join_per_step``
+def run(generator, texts, join_per_step: int | None, drop_at=None, confidence=False):
+    """Every item through the scheduler's loop: all admitted at once (``join_per_step``
     None) or that many new ones before each step; ``drop_at`` maps an index to the step
-    count at which its caller goes away. Index -> (tokens, TAGS), and the steps taken."""
+    count at which its caller goes away. Index -> (tokens, output values), and the steps
+    taken. (test_stepped_trocr runs its items through it too.)"""
     drop_at = drop_at or {}
     pending, states, answers, steps = list(range(len(texts))), {}, {}, 0
     while pending or states:
         admit = len(pending) if join_per_step is None else join_per_step
         for key in pending[:admit]:
-            states[key] = generator.encode([texts[key]])[0]
+            states[key] = generator.encode([texts[key]], confidence)[0]
         del pending[:admit]
         for key in [k for k in states if drop_at.get(k) == states[k].new_tokens]:
             generator.drop(states.pop(key))
@@ -71,7 +73,7 @@ def run(generator: SteppedT5, texts, join_per_step: int | None, drop_at=None):
         for key in live:
             if generator.ended(states[key]):
                 tokens = tokens_of(states[key])
-                answers[key] = (tokens, generator.finish(states.pop(key))["TAGS"])
+                answers[key] = (tokens, generator.finish(states.pop(key)))
     return answers, steps
 
 
@@ -89,7 +91,7 @@ def assert_same(answers, want, t5, indices) -> None:
     decoded = t5.processor.batch_decode([want[i] for i in indices], skip_special_tokens=True)
     got = [answers[i] for i in indices]
     assert [tokens for tokens, _ in got] == [want[i] for i in indices]
-    assert [tags for _, tags in got] == [clean_tags(raw) for raw in decoded]
+    assert [values["TAGS"] for _, values in got] == [clean_tags(raw) for raw in decoded]
 
 
 def test_all_joining_at_once(case):
@@ -98,7 +100,7 @@ def test_all_joining_at_once(case):
     assert_same(answers, want, t5, range(len(TEXTS)))
     if t5.settings.num_beams == 1:  # as many steps as the longest answer has tokens
         assert steps == max(len(w) for w in want) - 1
-    assert len({tuple(tags) for _, tags in answers.values()}) > 1
+    assert len({tuple(values["TAGS"]) for _, values in answers.values()}) > 1
 
 
 def test_one_joining_at_every_step(case):

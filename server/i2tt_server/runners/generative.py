@@ -147,6 +147,14 @@ def generated_confidences(model, output, pad_token_id: int | None) -> list[float
         counted = beams[:, :chosen.shape[1]] >= 0
     else:  # a row that ended before the others is padded with pad_token_id
         counted = output.sequences[:, -chosen.shape[1]:] != pad_token_id
+    return mean_confidence(chosen, counted)
+
+
+def mean_confidence(chosen, counted) -> list[float]:
+    """Each row's exp(mean of its ``chosen`` log-probabilities where ``counted``): one
+    computation for the batched path and the stepped one, so both round alike."""
+    import torch
+
     total = torch.where(counted, chosen, torch.zeros_like(chosen)).sum(dim=1)
     mean = total / counted.sum(dim=1).clamp(min=1)
     return [float(value) for value in torch.exp(mean)]

@@ -1,345 +1,27 @@
-"""T5 tags one decoding step at a time (``inflight.SteppedGenerator`` for ``T5Tagger``).
-
-Each sequence keeps its own encoder output's cross-attention keys and values and its own
-self-attention cache, so sequences at different steps can share one decoder forward:
-their self-attention caches are LEFT-padded to the longest (the query then sits at the
-same position for every row, and T5's relative position bias sees the same distances as
-the sequence alone), the cross-attention keys RIGHT-padded to the longest text, and both
-paddings masked. Greedy search picks the argmax of each row; beam search keeps, per
-request, the state ``GenerationMixin._beam_search`` keeps for one batch element and
-advances it with the model's own helpers, so an answer rests only on its rows' logits and
-equals ``generate`` on that text alone."""
+"""T5 tags one decoding step at a time (``inflight.SteppedGenerator`` for ``T5Tagger``):
+T5's half of ``stepped.SteppedEncoderDecoder``. T5's relative position bias sees the
+distances between a row's query and its keys, which the left-padded self-attention caches
+keep as the sequence alone has them; the texts' padding is masked."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
-import itertools
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 from ..text import clean_tags
+from .stepped import SteppedEncoderDecoder, StepInputs, cache_argument
 from .t5_tags import T5Tagger
 
-# The only stopping criteria a sequence may meet, each checkable on its own rows alone.
-STOPPING_CRITERIA = {"MaxLengthCriteria", "EosTokenCriteria"}
 
-
-# Logits processors that act on each row from its own tokens and scores alone, so one
-# request's rows processed apart from the others get what generate's whole batch gets.
-ROW_PROCESSORS = {"MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
-                  "SequenceBiasLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
-                  "NoRepeatNGramLogitsProcessor", "ExponentialDecayLengthPenalty",
-                  "SuppressTokensLogitsProcessor", "NoBadWordsLogitsProcessor"}
-
-
-def generation_setup(model, max_new_tokens: int, num_beams: int):
-    """(generation config, logits processors, stopping criteria) as ``generate`` prepares
-    them for one text with these settings. A processor that would make the scores depend
-    on more than the row's own tokens and logits (another row, the encoder's input), which
-    nothing here reproduces, is refused rather than answered differently."""
-    import torch
-    from transformers.generation.logits_process import LogitsProcessorList
-    from transformers.generation.stopping_criteria import StoppingCriteriaList
-
-    config, _ = model._prepare_generation_config(None, max_new_tokens=max_new_tokens,
-                                                 num_beams=num_beams, do_sample=False)
-    model._prepare_special_tokens(config, True, device=model.device)
-    # Encoder-decoder: the decoder prompt is the start token, so as _prepare_generated_length
-    config.max_length = max_new_tokens + 1
-    dummy_input = torch.ones((1, 1), dtype=torch.long, device=model.device)
-    processors = model._get_logits_processor(
-        generation_config=config, input_ids_seq_length=1, encoder_input_ids=dummy_input,
-        prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(),
-        device=model.device, model_kwargs={})
-    unknown = {type(p).__name__ for p in processors} - ROW_PROCESSORS
-    if unknown:
-        raise NotImplementedError(f"stepped T5 generation cannot apply {sorted(unknown)}")
-    criteria = model._get_stopping_criteria(config, StoppingCriteriaList())
-    unknown = {type(c).__name__ for c in criteria} - STOPPING_CRITERIA
-    if unknown:
-        raise NotImplementedError(f"stepped T5 generation cannot check {sorted(unknown)}")
-    return config, processors, criteria
-
-
-@dataclasses.dataclass(eq=False)
-class BeamState:
-    """One request's beam search as ``_beam_search`` holds it for a batch of one."""
-
-    running_sequences: Any  # [1, beams, max_length]
-    running_beam_scores: Any  # [1, beams]
-    sequences: Any  # finished hypotheses [1, beams, max_length]
-    beam_scores: Any  # [1, beams]
-    is_sent_finished: Any  # [1, beams]
-    is_early_stop_heuristic_unsatisfied: Any  # [1, 1]
-    next_token_hits_stopping_criteria: Any  # [1, beams]
-    running_beam_indices: Any  # [1, beams, max_length - 1]
-    beam_indices: Any  # [1, beams, max_length - 1]
-    cur_len: int = 1
-
-    @classmethod
-    def start(cls, config, num_beams: int, device) -> BeamState:
-        import torch
-
-        pad, eos = config._pad_token_tensor, config._eos_token_tensor
-        fill = pad or eos[0] if eos is not None else -1  # as _beam_search fills its rows
-        running = torch.full((1, num_beams, config.max_length), fill_value=fill,
-                             dtype=torch.int64, device=device)
-        running[:, :, 0] = config._decoder_start_token_tensor
-        scores = torch.zeros((1, num_beams), dtype=torch.float, device=device)
-        scores[:, 1:] = -1e9  # only the first beam's tokens count at the first step
-        indices = torch.full((1, num_beams, config.max_length - 1), fill_value=-1,
-                             dtype=torch.int32, device=device)
-        flags = torch.zeros((1, num_beams), dtype=torch.bool, device=device)
-        return cls(running, scores, running.clone(),
-                   torch.full((1, num_beams), -1e9, dtype=torch.float, device=device),
-                   flags, torch.ones((1, 1), dtype=torch.bool, device=device), flags.clone(),
-                   indices, indices.clone())
-
-
-_SERIALS = itertools.count()
-
-
-@dataclasses.dataclass(eq=False)
-class T5Sequence:
-    """One live request: its cross-attention keys/values per decoder layer ([1, heads,
-    text length, d_kv], shared by its beams), its self-attention cache per layer ([rows,
-    heads, steps, d_kv]) and its tokens (greedy) or beams."""
-
-    group: Hashable
-    cross: list | None
-    text_length: int
-    rows: int
-    tokens: list[int] = dataclasses.field(default_factory=list)
-    beams: BeamState | None = None
-    cache: list | None = None
-    done: bool = False
-    new_tokens: int = 0
-    serial: int = dataclasses.field(default_factory=lambda: next(_SERIALS))
-
-    def last_tokens(self) -> list[int]:
-        if self.beams is None:
-            return [self.tokens[-1]]
-        return self.beams.running_sequences[0, :, self.beams.cur_len - 1].tolist()
-
-
-def cached_steps(state: T5Sequence) -> int:
-    return state.cache[0][0].shape[2] if state.cache else 0
-
-
-def pad_steps(state: T5Sequence, layer: int, which: int, steps: int):
-    """The state's self-attention keys (which 0) or values (1) of ``layer`` as [rows,
-    heads, steps, d_kv], zeros on the LEFT (all zeros for a state yet to take a step)."""
-    import torch
-    import torch.nn.functional as F
-
-    if not state.cache:
-        like = state.cross[layer][which]
-        return torch.zeros((state.rows, like.shape[1], steps, like.shape[3]),
-                           dtype=like.dtype, device=like.device)
-    tensor = state.cache[layer][which]
-    return F.pad(tensor, (0, 0, steps - tensor.shape[2], 0))
-
-
-def pad_text(tensor, length: int, rows: int):
-    """[1, heads, s, d] -> [rows, heads, length, d], zeros on the RIGHT."""
-    import torch.nn.functional as F
-
-    return F.pad(tensor, (0, 0, 0, length - tensor.shape[2])).expand(rows, -1, -1, -1)
-
-
-@dataclasses.dataclass
-class StepBatch:
-    """The caches one step ran on, batched: kept for the next step, which runs on them as
-    they are when the same sequences step again, or on their rows when some left, instead
-    of padding and joining every sequence's caches again (a copy of all of them)."""
-
-    serials: tuple[int, ...]  # the sequences, in row order
-    rows: list[int]  # each one's rows
-    self_layers: list  # per layer (keys, values) [rows, heads, steps, d_kv], left-padded
-    cross_layers: list  # per layer (keys, values) [rows, heads, text length, d_kv]
-
-    def subset(self, states: Sequence[T5Sequence]) -> StepBatch | None:
-        """The batch of ``states``, when they are these sequences less some (in order)."""
-        import torch
-
-        serials = tuple(s.serial for s in states)
-        if serials == self.serials:
-            return self
-        position = {serial: i for i, serial in enumerate(self.serials)}
-        kept = [position.get(serial) for serial in serials]
-        if None in kept or kept != sorted(kept):
-            return None
-        starts = [sum(self.rows[:i]) for i in range(len(self.rows))]
-        index = torch.tensor([r for i in kept for r in range(starts[i], starts[i] + self.rows[i])],
-                             device=self.self_layers[0][0].device)
-        pick = [[(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
-                for layers in (self.self_layers, self.cross_layers)]
-        return StepBatch(serials, [self.rows[i] for i in kept], *pick)
-
-
-def batched_caches(model, states: Sequence[T5Sequence], steps: int, length: int) -> StepBatch:
-    """Every state's caches padded and joined (its self-attention keys to ``steps``
-    columns on the left, its cross-attention keys to ``length`` on the right)."""
-    import torch
-
-    self_layers, cross_layers = [], []
-    for layer in range(model.config.num_decoder_layers):
-        if steps:
-            self_layers.append(tuple(torch.cat([pad_steps(s, layer, i, steps) for s in states])
-                                     for i in (0, 1)))
-        cross_layers.append(tuple(torch.cat([pad_text(s.cross[layer][i], length, s.rows)
-                                             for s in states]) for i in (0, 1)))
-    return StepBatch(tuple(s.serial for s in states), [s.rows for s in states], self_layers,
-                     cross_layers)
-
-
-def decoder_inputs(model, states: Sequence[T5Sequence],
-                   last: StepBatch | None = None) -> tuple[dict[str, Any], StepBatch]:
-    """The keyword arguments of one decoder forward over all the states' rows, and the
-    batch of caches they use (``last``'s, or its rows, where it holds these states)."""
-    import torch
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-    device, dtype = model.device, model.dtype
-    batch = last.subset(states) if last is not None else None
-    if batch is not None:  # every state stepped last time: its caches are in the batch
-        # (wider than these states need once a longer one left: the extra columns are
-        # masked, as the padding to the longest always was)
-        steps, length = (batch.self_layers[0][0].shape[2], batch.cross_layers[0][0].shape[2])
-    else:
-        steps = max(cached_steps(s) for s in states)
-        length = max(s.text_length for s in states)
-        batch = batched_caches(model, states, steps, length)
-    rows = sum(s.rows for s in states)
-    self_cache, cross_cache = DynamicCache(), DynamicCache()
-    for layer in range(model.config.num_decoder_layers):
-        if steps:
-            self_cache.update(*batch.self_layers[layer], layer)
-        cross_cache.update(*batch.cross_layers[layer], layer)
-    decoder_mask = torch.zeros((rows, steps + 1), dtype=torch.long, device=device)
-    text_mask = torch.zeros((rows, length), dtype=torch.long, device=device)
-    row = 0
-    for s in states:
-        cached = cached_steps(s)
-        decoder_mask[row:row + s.rows, steps - cached:] = 1
-        text_mask[row:row + s.rows, :s.text_length] = 1
-        row += s.rows
-    # The cross keys/values are cached, so the encoder output only lends its shape.
-    hidden = torch.zeros((1, 1, model.config.d_model), dtype=dtype, device=device)
-    tokens = [t for s in states for t in s.last_tokens()]
-    return {"encoder_outputs": (hidden.expand(rows, length, -1),), "attention_mask": text_mask,
-            "decoder_input_ids": torch.tensor([[t] for t in tokens], device=device),
-            # no padding to mask (the states are as long): as generate calls it, without one
-            "decoder_attention_mask": None if bool(decoder_mask.all()) else decoder_mask,
-            "use_cache": True,
-            "cache_position": torch.tensor([steps], device=device),
-            cache_argument(model): EncoderDecoderCache(self_cache, cross_cache)}, batch
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_takes_cache(forward) -> bool:
-    return "cache" in inspect.signature(forward).parameters
-
-
-def cache_argument(model) -> str:
-    """The forward's name for the cache: ``cache`` in transformers 5.24, where
-    ``past_key_values`` is deprecated; ``past_key_values`` in 5.20, which has no other."""
-    return "cache" if _forward_takes_cache(type(model).forward) else "past_key_values"
-
-
-def output_layers(output) -> list:
-    """The forward's self-attention cache, per layer (keys, values)."""
-    cache = getattr(output, "cache", None)
-    if cache is None:
-        cache = output.past_key_values
-    return [(layer.keys, layer.values) for layer in cache.self_attention_cache.layers]
-
-
-def split_cache(layers, states: Sequence[T5Sequence]) -> None:
-    """Give each state its rows of the batched self-attention cache, less the padding
-    (views: nothing is copied)."""
-    row = 0
-    for s in states:
-        cached = cached_steps(s) + 1
-        s.cache = [(k[row:row + s.rows, :, -cached:], v[row:row + s.rows, :, -cached:])
-                   for k, v in layers]
-        row += s.rows
-
-
-def advance_beams(model, config, criteria, beams: BeamState, log_probs) -> Any:
-    """One step of ``_beam_search`` for a batch of one on this request's [beams, vocab]
-    log-probabilities, in its order and with its helpers; the beam each new running beam
-    came from (to reorder the cache by)."""
-    import torch
-
-    num_beams, b = config.num_beams, beams
-    eos = config._eos_token_tensor
-    keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * num_beams
-    top_mask = torch.cat((torch.ones(num_beams, dtype=torch.bool),
-                          torch.zeros(keep - num_beams, dtype=torch.bool))).to(log_probs.device)
-    scores = (log_probs[None] + b.running_beam_scores[:, :, None]).reshape(1, -1)
-    top_scores, top_sequences, top_indices = model._get_top_k_continuations(
-        accumulated_log_probs=scores, running_sequences=b.running_sequences,
-        running_beam_indices=b.running_beam_indices, cur_len=b.cur_len, decoder_prompt_len=1,
-        do_sample=False, beams_to_keep=keep, num_beams=num_beams, batch_size=1)
-    hits = criteria(model._flatten_beam_dim(top_sequences[:, :, :b.cur_len + 1]), None)
-    b.next_token_hits_stopping_criteria = model._unflatten_beam_dim(hits, 1, keep)
-    b.running_sequences, b.running_beam_scores, b.running_beam_indices = \
-        model._get_running_beams_for_next_iteration(
-            topk_log_probs=top_scores, topk_running_sequences=top_sequences,
-            topk_running_beam_indices=top_indices,
-            next_token_hits_stopping_criteria=b.next_token_hits_stopping_criteria,
-            num_beams=num_beams)
-    b.sequences, b.beam_scores, b.beam_indices, b.is_sent_finished = model._update_finished_beams(
-        sequences=b.sequences, topk_running_sequences=top_sequences, beam_scores=b.beam_scores,
-        topk_log_probs=top_scores, beam_indices=b.beam_indices,
-        topk_running_beam_indices=top_indices,
-        is_early_stop_heuristic_unsatisfied=b.is_early_stop_heuristic_unsatisfied,
-        is_sent_finished=b.is_sent_finished,
-        next_token_hits_stopping_criteria=b.next_token_hits_stopping_criteria,
-        top_num_beam_mask=top_mask, num_beams=num_beams, cur_len=b.cur_len,
-        decoder_prompt_len=1, length_penalty=config.length_penalty,
-        early_stopping=config.early_stopping)
-    origin = model._flatten_beam_dim(b.running_beam_indices[..., b.cur_len - 1])
-    b.cur_len += 1
-    b.is_early_stop_heuristic_unsatisfied = model._check_early_stop_heuristic(
-        is_early_stop_heuristic_unsatisfied=b.is_early_stop_heuristic_unsatisfied,
-        running_beam_scores=b.running_beam_scores, beam_scores=b.beam_scores,
-        is_sent_finished=b.is_sent_finished, cur_len=b.cur_len, max_length=config.max_length,
-        decoder_prompt_len=1, early_stopping=config.early_stopping,
-        length_penalty=config.length_penalty)
-    return origin
-
-
-def best_beam(beams: BeamState) -> list[int]:
-    """The best finished hypothesis, cut as ``_beam_search`` cuts its output."""
-    generated = int(((beams.beam_indices[0, 0] + 1).bool()).sum())
-    return beams.sequences[0, 0, :1 + generated].tolist()
-
-
-class SteppedT5:
-    """``SteppedGenerator`` over a loaded ``T5Tagger``: its model, tokenizer and settings
-    (max_new_tokens, num_beams, max_input_tokens). T5Tagger has no CONFIDENCE output, so
-    ``confidence`` changes nothing."""
+class SteppedT5(SteppedEncoderDecoder):
+    """Over a loaded ``T5Tagger``: its model, tokenizer and settings (max_new_tokens,
+    num_beams, max_input_tokens). T5Tagger has no CONFIDENCE output."""
 
     def __init__(self, tagger: T5Tagger):
+        super().__init__(tagger)
         self.tagger = tagger
-        self.model = tagger.model
-        self.num_beams = tagger.settings.num_beams
-        self.config, self.processors, self.criteria = generation_setup(
-            self.model, tagger.settings.max_new_tokens, self.num_beams)
-        self._last: StepBatch | None = None  # the caches the last step ran on
+        self.layers = self.model.config.num_decoder_layers
 
-    def encode(self, items: Sequence[Any], confidence: bool = False) -> list[T5Sequence]:
-        import torch
-
-        with torch.inference_mode():
-            return [self._encode_one(item) for item in items]
-
-    def _encode_one(self, text: str) -> T5Sequence:
-        # One text at a time: a padded batch through the encoder need not round as the
-        # text alone does, and generate on one text is what an answer must equal.
+    def encoder_pass(self, text: str):
         tagger = self.tagger
         with tagger._tokenizer_lock:
             batch = tagger.processor([text], max_length=tagger.settings.max_input_tokens,
@@ -352,95 +34,21 @@ class SteppedT5:
             shape = (1, hidden.shape[1], -1, attention.key_value_proj_dim)
             cross.append((attention.k(hidden).view(shape).transpose(1, 2),
                           attention.v(hidden).view(shape).transpose(1, 2)))
-        start = int(self.config._decoder_start_token_tensor)
-        if self.num_beams > 1:
-            beams = BeamState.start(self.config, self.num_beams, self.model.device)
-            return T5Sequence(tagger.group_key(text), cross, hidden.shape[1], self.num_beams,
-                              beams=beams)
-        return T5Sequence(tagger.group_key(text), cross, hidden.shape[1], 1, tokens=[start])
+        return tagger.group_key(text), cross, hidden.shape[1]
 
-    def step(self, states: Sequence[T5Sequence]) -> list[int]:
+    def forward(self, inputs: StepInputs):
         import torch
 
-        if not states:
-            return []
-        if any(s.done or s.cross is None for s in states):
-            raise ValueError("only live sequences take a step")
-        if len({s.group for s in states}) > 1:
-            raise ValueError("only sequences of one group share a step")
-        last, self._last = self._last, None  # kept again only once this step succeeds
-        with torch.inference_mode():
-            inputs, batch = decoder_inputs(self.model, states, last)
-            output = self.model(**inputs, return_dict=True)
-            layers = output_layers(output)
-            logits = output.logits[:, -1, :].to(copy=True, dtype=torch.float32)
-            if self.num_beams == 1:  # one transfer for all rows' choices
-                if len(self.processors):  # as _sample: on the logits, with the row's tokens
-                    logits = self._process_greedy(states, logits)
-                chosen = [self._advance_greedy(s, token)
-                          for s, token in zip(states, torch.argmax(logits, dim=-1).tolist())]
-            else:
-                chosen, origins, row = [], [], 0
-                for s in states:
-                    token, origin = self._advance_beams(s, logits[row:row + s.rows])
-                    chosen.append(token)
-                    origins.append(origin + row)
-                    row += s.rows
-                # every request's beams reordered in one gather per layer
-                index = torch.cat(origins)
-                layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
-            split_cache(layers, states)
-            self._last = StepBatch(batch.serials, batch.rows, layers, batch.cross_layers)
-        return chosen
+        model = self.model
+        # The cross keys/values are cached, so the encoder output only lends its shape.
+        hidden = torch.zeros((1, 1, model.config.d_model), dtype=model.dtype,
+                             device=model.device)
+        return model(encoder_outputs=(hidden.expand(inputs.rows, inputs.length, -1),),
+                     attention_mask=inputs.text_mask, decoder_input_ids=inputs.tokens,
+                     decoder_attention_mask=inputs.decoder_mask, use_cache=True,
+                     cache_position=torch.tensor([inputs.steps], device=model.device),
+                     return_dict=True, **{cache_argument(model): inputs.cache})
 
-    def _process_greedy(self, states, logits):
-        """The processors on every row's logits, each row with its own tokens (all rows at
-        once where they are equally long)."""
-        import torch
-
-        device = logits.device
-        if len({len(s.tokens) for s in states}) == 1:
-            return self.processors(torch.tensor([s.tokens for s in states], device=device),
-                                   logits)
-        return torch.cat([self.processors(torch.tensor([s.tokens], device=device),
-                                          logits[i:i + 1]) for i, s in enumerate(states)])
-
-    def _advance_greedy(self, state: T5Sequence, token: int) -> int:
-        import torch
-
-        state.new_tokens += 1
-        state.tokens.append(token)
-        tokens = torch.tensor([state.tokens], device=self.model.device)
-        state.done = bool(self.criteria(tokens, None)[0])
-        return token
-
-    def _advance_beams(self, state: T5Sequence, logits) -> tuple[int, Any]:
-        """(the token of its best running beam, the beam each running beam came from)."""
-        import torch
-
-        state.new_tokens += 1
-        log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
-        if len(self.processors):  # as _beam_search: on the log-probabilities
-            b = state.beams
-            log_probs = self.processors(b.running_sequences[0, :, :b.cur_len], log_probs)
-        origin = advance_beams(self.model, self.config, self.criteria, state.beams, log_probs)
-        b = state.beams
-        state.done = not bool(self.model._beam_search_has_unfinished_sequences(
-            b.is_early_stop_heuristic_unsatisfied, b.is_sent_finished,
-            b.next_token_hits_stopping_criteria, self.config.early_stopping))
-        return int(b.running_sequences[0, 0, b.cur_len - 1]), origin
-
-    def ended(self, state: T5Sequence) -> bool:
-        return state.done
-
-    def finish(self, state: T5Sequence) -> dict[str, Any]:
-        if not state.done or state.cross is None:
-            raise ValueError("finish takes an ended sequence, once")
-        tokens = state.tokens if state.beams is None else best_beam(state.beams)
-        self.drop(state)
+    def answer(self, tokens: list[int], _state) -> dict[str, Any]:
         raw = self.tagger.processor.batch_decode([tokens], skip_special_tokens=True)[0]
         return {"TAGS": clean_tags(raw)}
-
-    def drop(self, state: T5Sequence) -> None:
-        state.cross = state.cache = state.beams = None
-        state.done = True

@@ -36,3 +36,8 @@ class TrOCRReader(GenerativeRunner):
         generated = self.generate(self.model, confidence=confidence, **self.to_device(batch))
         texts = self.processor.batch_decode(generated.sequences, skip_special_tokens=True)
         return generated.answers([{"TEXT": t.strip()} for t in texts])
+
+    def stepped(self):
+        from .stepped_trocr import SteppedTrOCR  # it builds on this module
+
+        return SteppedTrOCR(self)
