@@ -12,6 +12,11 @@ response cache off, every request distinct):
   4. a caller that gives up: one request sent alone and abandoned at 30 % of its time
      alone; on the in-flight path the decoding steps it cost (i2tt_decode_steps_total),
      against the steps the same request takes to its end.
+``ocr_page``, whose lines trocr_ocr reads (served with it, on the same path), is measured
+by its pages instead: a 60-line page and a 3-line page alone, then the 3-line page sent
+just after the 60-line one (--page-gap), and which came back first.
+A model measured in an earlier run keeps its section (with that run's settings) when this
+run measures others.
 The weights are full-size random ones whose answers END at varying lengths (built once,
 ``--lengths varied`` of the synthetic builder, see i2tt_server/weights/synthetic.py):
 pinned lengths would hide what in-flight batching changes.
@@ -44,12 +49,14 @@ DEFAULT_WEIGHTS = ROOT / "build" / "bench-weights-varied"
 # Targets on a 2-core CPU (the in-flight issue): in-flight over static.
 TARGETS = {"p95 at 80 % load": ("<=", 0.6), "throughput at saturation": (">=", 1.3),
            "latency at concurrency 1": ("<=", 1.05)}
+PAGE_MODEL = "ocr_page"  # measured by a pair of pages: its lines are trocr_ocr's
+LONG_PAGE, SHORT_PAGE = 60, 3  # lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     from i2tt_server.runners import RUNNERS
 
-    capable = sorted(n for n, r in RUNNERS.items() if r.serves_in_flight())
+    capable = sorted(n for n, r in RUNNERS.items() if r.serves_in_flight()) + [PAGE_MODEL]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=capable, default=capable)
@@ -57,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--arrivals", type=int, default=40, help="requests per open-loop level")
     parser.add_argument("--saturation-requests", type=int, default=48)
     parser.add_argument("--alone-requests", type=int, default=3)
+    parser.add_argument("--page-pairs", type=int, default=2,
+                        help="ocr_page: times the 3-line page is sent after a 60-line one")
+    parser.add_argument("--page-gap", type=float, default=0.5,
+                        help="ocr_page: seconds between the 60-line page and the 3-line one")
     parser.add_argument("--weights", type=Path, help="weights root (default: full-size random "
                         f"weights with varied lengths in {DEFAULT_WEIGHTS.relative_to(ROOT)})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -71,12 +82,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def start(model: str, path: str, weights: Path, device: str, log_file: Path):
     from i2tt_server.launcher import TritonServer, free_port
-    from i2tt_server.repository import derive_repository, find_repository, set_parameter
+    from i2tt_server.repository import (ModelRepository, chain, derive_repository,
+                                        find_repository, set_parameter)
+    from i2tt_server.runners import RUNNERS
+    from i2tt_server.runners.generative import GenerativeRunner
     from i2tt_server.serve_options import ServeOptions
 
     repository = Path(tempfile.mkdtemp(prefix="i2tt-bench-inflight-")) / "repository"
-    edit = set_parameter(model, "device", device) if device != "auto" else None
-    derive_repository(find_repository(), repository, edit, models=[model])
+    models = ModelRepository.read(find_repository()).with_called_models([model])
+    edit = chain(*[set_parameter(m, "device", device) for m in models
+                   if issubclass(RUNNERS[m], GenerativeRunner)]) if device != "auto" else None
+    derive_repository(find_repository(), repository, edit, models=models)
     server = TritonServer(ServeOptions(repository, weights=weights, http_port=free_port(),
                                        grpc_port=free_port(), metrics_port=free_port(),
                                        host="127.0.0.1", cache_size=0, scheduling=path,
@@ -151,6 +167,59 @@ def measure_path(model: str, path: str, args, payloads: Payloads, weights: Path,
         server.stop()
 
 
+def measure_pages(path: str, args, payloads: Payloads, weights: Path) -> dict:
+    """ocr_page on one path: each page alone, then the short page sent just after the
+    long one, ``--page-pairs`` times (other pages each time)."""
+    import threading
+
+    log_file = ROOT / "build" / f"bench-inflight-{PAGE_MODEL}-{path}.log"
+    log(f"{PAGE_MODEL} {path}: starting the server")
+    server = start(PAGE_MODEL, path, weights, args.device, log_file)
+    url = server.grpc_url
+
+    def timed(lines: int, i: int) -> float:
+        started = time.perf_counter()
+        outcome = call_with_deadline(url, PAGE_MODEL, "IMAGE", payloads.page(i, lines), 3600)
+        if outcome != "answered":
+            raise RuntimeError(f"a {lines}-line page was not answered: {outcome}")
+        return time.perf_counter() - started
+
+    try:
+        timed(SHORT_PAGE, 0)  # warm the connection and the line finding, not measured
+        out = {"path": path, "alone_long_s": timed(LONG_PAGE, 1),
+               "alone_short_s": timed(SHORT_PAGE, 2), "pairs": []}
+        for k in range(args.page_pairs):
+            ended: dict = {}
+
+            def send(name, lines, i):
+                ended[name] = (timed(lines, i), time.perf_counter())
+
+            long = threading.Thread(target=send, args=("long", LONG_PAGE, 10 + k))
+            long.start()
+            time.sleep(args.page_gap)
+            send("short", SHORT_PAGE, 20 + k)
+            long.join()
+            out["pairs"].append({"long_s": ended["long"][0], "short_s": ended["short"][0],
+                                 "short_first": ended["short"][1] < ended["long"][1]})
+        log(f"  alone: {LONG_PAGE} lines {out['alone_long_s']:.2f} s, {SHORT_PAGE} lines "
+            f"{out['alone_short_s']:.2f} s; after the long one: " + ", ".join(
+                f"{p['short_s']:.2f} s ({'first' if p['short_first'] else 'after it'})"
+                for p in out["pairs"]))
+        return out
+    finally:
+        server.stop()
+
+
+def page_ratios(static: dict, inflight: dict) -> dict:
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    return {f"{SHORT_PAGE}-line page sent after a {LONG_PAGE}-line page: latency":
+            mean(inflight["pairs"], "short_s") / mean(static["pairs"], "short_s"),
+            f"{LONG_PAGE}-line page alone": inflight["alone_long_s"] / static["alone_long_s"],
+            f"{SHORT_PAGE}-line page alone": inflight["alone_short_s"] / static["alone_short_s"]}
+
+
 def cancel_row(server, model: str, name: str, value, alone_s: float, path: str) -> dict:
     """The steps a request cost when its caller left at 30 % of its time alone, against
     the steps it takes to its end (in-flight only: the static path runs it to its end)."""
@@ -193,16 +262,36 @@ def met(name: str, value: float) -> bool | None:
     return value <= bound if sign == "<=" else value >= bound
 
 
-def markdown(results: dict, settings: dict) -> str:
+def page_markdown(paths: dict) -> list[str]:
+    lines = [f"| path | {LONG_PAGE} lines alone s | {SHORT_PAGE} lines alone s | "
+             f"{SHORT_PAGE} lines sent after {LONG_PAGE} s | {LONG_PAGE} lines then s | "
+             f"{SHORT_PAGE}-line page answered first |", "|---|---|---|---|---|---|"]
+    for name in PATHS:
+        row = paths[name]
+        pairs = row["pairs"]
+        lines.append(f"| {name} | {row['alone_long_s']:.2f} | {row['alone_short_s']:.2f} | "
+                     + ", ".join(f"{p['short_s']:.2f}" for p in pairs) + " | "
+                     + ", ".join(f"{p['long_s']:.2f}" for p in pairs) + " | "
+                     + f"{sum(p['short_first'] for p in pairs)} of {len(pairs)} |")
+    lines += ["", "| ratio (in-flight / static) | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in paths["ratios"].items()]
+    return lines + [""]
+
+
+def markdown(results: dict) -> str:
     lines = ["# In-flight against static batching", "",
              "Generated by `scripts/bench_inflight.py` (`make bench-inflight`). Both paths are "
              "served by the same tritonserver build, one after the other, on full-size random "
              "weights whose answers end at varied lengths; every request is distinct and the "
-             "response cache is off. Latency is measured from each arrival's scheduled time.", "",
-             "Settings: `" + json.dumps(settings) + "`", ""]
+             "response cache is off. Latency is measured from each arrival's scheduled time. "
+             "Each model's two paths ran in one run (its settings below).", ""]
     for model, paths in results.items():
         static, inflight = paths["static"], paths["inflight"]
-        lines += [f"## {model}", "",
+        lines += [f"## {model}", "", "Settings: `" + json.dumps(paths["settings"]) + "`", ""]
+        if model == PAGE_MODEL:
+            lines += page_markdown(paths)
+            continue
+        lines += [
                   f"Alone: static {static['alone_s']:.2f} s, in-flight {inflight['alone_s']:.2f} s. "
                   f"Saturation ({static['saturation']['callers']} callers): static "
                   f"{static['saturation']['throughput']:.3f} req/s, in-flight "
@@ -238,6 +327,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = {m: paths for m, paths in results.items() if m != PAGE_MODEL}
     figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
     for axis, (model, paths) in zip(axes[0], results.items()):
         for name in PATHS:
@@ -252,29 +342,50 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path)
 
 
+def earlier_results(path: Path, measured: list[str]) -> dict:
+    """The sections of an earlier report for the models this run does not measure, each
+    with the settings it ran with."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    kept = {}
+    for model, paths in earlier.get("results", {}).items():
+        if model not in measured:
+            kept[model] = {"settings": earlier.get("settings", {}), **paths}
+    return kept
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from i2tt_server.runners import RUNNERS
 
-    weights = ensure_weights(args.weights, [RUNNERS[m].default_folder() for m in args.models],
-                             DEFAULT_WEIGHTS, lengths="varied")
+    from i2tt_server.repository import ModelRepository, find_repository
+
+    served = ModelRepository.read(find_repository()).with_called_models(args.models)
+    folders = sorted({RUNNERS[m].default_folder() for m in served if RUNNERS[m].checkpoints})
+    weights = ensure_weights(args.weights, folders, DEFAULT_WEIGHTS, lengths="varied")
     payloads = Payloads(seed_images_dir(ROOT))
-    results: dict = {}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results = earlier_results(args.out.with_suffix(".json"), args.models)
     for model in args.models:
-        static = measure_path(model, "static", args, payloads, weights, None, 0)
-        capacity = static["saturation"]["throughput"]
-        inflight = measure_path(model, "inflight", args, payloads, weights, capacity, 0)
-        results[model] = {"static": static, "inflight": inflight,
-                          "ratios": ratios(static, inflight)}
-        for name, value in results[model]["ratios"].items():
+        if model == PAGE_MODEL:
+            static = measure_pages("static", args, payloads, weights)
+            inflight = measure_pages("inflight", args, payloads, weights)
+            found = page_ratios(static, inflight)
+        else:
+            static = measure_path(model, "static", args, payloads, weights, None, 0)
+            capacity = static["saturation"]["throughput"]
+            inflight = measure_path(model, "inflight", args, payloads, weights, capacity, 0)
+            found = ratios(static, inflight)
+        results[model] = {"settings": settings, "static": static, "inflight": inflight,
+                          "ratios": found}
+        for name, value in found.items():
             verdict = met(name, value)
             print(f"  {model}: {name}: {value:.2f}"
                   + ("" if verdict is None else f"  target {'met' if verdict else 'MISSED'}"))
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.with_suffix(".json").write_text(json.dumps({"settings": settings,
-                                                         "results": results}, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(results, settings))
+    args.out.with_suffix(".json").write_text(json.dumps({"results": results}, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(results))
     plot(results, args.out.with_suffix(".png"))
     log(f"wrote {args.out}.md, .json and .png")
     return 0

@@ -28,7 +28,8 @@ def seed_images_dir(repo_root: Path) -> Path:
 
 
 class Payloads:
-    """``image(i)``, ``text(i)`` and ``line(i)``: the i-th distinct input of each kind."""
+    """``photo(i)``, ``text(i)``, ``line(i)`` and ``page(i)``: the i-th distinct input of
+    each kind."""
 
     def __init__(self, seed_dir: Path):
         self.seeds = []
@@ -68,6 +69,22 @@ class Payloads:
             text = self.text(i)[len("a photography of "):]
             image = Image.new("RGB", (640, 48), "white")
             ImageDraw.Draw(image).text((8, 16), text, fill="black", font=ImageFont.load_default())
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            self._cache[key] = buffer.getvalue()
+        return self._cache[key]  # type: ignore[return-value]
+
+    def page(self, i: int, lines: int = 6) -> bytes:
+        """A PNG page of ``lines`` printed lines (one column), what ocr_page reads."""
+        key = ("page", i, lines)
+        if key not in self._cache:
+            rng = random.Random(7_000_001 * (i + 1) + lines)
+            font = ImageFont.load_default(size=22)
+            image = Image.new("RGB", (900, 80 + 40 * lines), "white")
+            draw = ImageDraw.Draw(image)
+            for row in range(lines):
+                text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+                draw.text((30, 40 + 40 * row), text, fill="black", font=font)
             buffer = io.BytesIO()
             image.save(buffer, "PNG")
             self._cache[key] = buffer.getvalue()
