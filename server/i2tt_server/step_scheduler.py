@@ -231,15 +231,13 @@ class StepScheduler:
         whole call) and add them to the live sequences."""
         if not entries:
             return
-        admitted = []
-        for confidence in (False, True):
-            batch = [e for e in entries if e.confidence == confidence]
-            if batch:
-                admitted += encode_each(self.generator, batch, confidence)
+        admitted = encode_all(self.generator, entries)
         with self._work:
             self._running = self._running + admitted
         if admitted:
             notify(self.observer, "admitted", len(admitted))
+            # one that ended with its prompt (BLIP chooses its first token there): answered
+            self._finish_ended(admitted)
 
     # -- stepping -------------------------------------------------------------------------
     def _drop_gone(self) -> None:
@@ -302,9 +300,19 @@ class StepScheduler:
             notify(self.observer, "dropped", len(entries))
 
 
+def encode_all(generator, entries: list[_Entry]) -> list[_Entry]:
+    """``encode_each`` for the entries that want CONFIDENCE and for the others (encode
+    takes one value for the whole call)."""
+    return [entry for confidence in (False, True)
+            for entry in encode_each(generator, [e for e in entries if e.confidence == confidence],
+                                     confidence)]
+
+
 def encode_each(generator, entries: list[_Entry], confidence: bool) -> list[_Entry]:
     """The entries that encoded, their states set: one call for all, and if it raises,
     each item alone, so only the ones that fail get their error."""
+    if not entries:
+        return []
     try:
         states = generator.encode([e.item for e in entries], confidence)
         if len(states) != len(entries):

@@ -1,8 +1,8 @@
 """In-flight batching on the real server (``--scheduling inflight``): t5_tags answers as
 generate does for each text alone (the static path's reference), alone, concurrently and
-through the caption_tags ensemble; trocr_ocr reads lines as generate does, with their
-CONFIDENCE, and ocr_page's lines go through it, a short page sent after a long one coming
-back first; a short request sent after a long one is answered first; a caller that gives
+through the caption_tags ensemble; blip_caption captions (prompts of any length sharing
+steps) and trocr_ocr reads lines as generate does, with their CONFIDENCE, and ocr_page's
+lines go through trocr_ocr, a short page sent after a long one coming back first; a short request sent after a long one is answered first; a caller that gives
 up stops costing steps; a burst past the queue is refused at once while the admitted
 requests are answered; plain HTTP infer works.
 
@@ -32,8 +32,9 @@ from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.metrics import RUNNING, STEPS
 from i2tt_server.repository import chain, derive_repository, in_flight, read_config
 import pages
-from i2tt_server.runners import PageReader, T5Tagger, TrOCRReader
+from i2tt_server.runners import BlipCaptioner, PageReader, T5Tagger, TrOCRReader
 from i2tt_server.runners.ocr_page import PageSettings
+from i2tt_server.runners.prompted import PromptedImage
 from i2tt_server.serve_options import ServeOptions
 from promtext import parse_samples
 from testdata import REPOSITORY, TROCR_END_BIAS
@@ -275,6 +276,30 @@ def test_trocr_reads_lines_as_generate_alone_with_their_confidence(inflight, lin
         assert [row["TEXT"] for row in got] == [row["TEXT"] for row in expected]
         assert [row["CONFIDENCE"] for row in got] == [
             same_confidence(row, "trocr_ocr", "cpu") for row in expected]
+
+
+CAPTION_PROMPTS = [None, "a photography of", "a picture of a dog sitting on the"]
+
+
+def test_blip_captions_as_generate_alone_whatever_the_prompts_sharing_steps(inflight,
+                                                                           seed_images):
+    server, client = inflight
+    blip = BlipCaptioner.from_parameters({"weights_root": str(server.options.weights),
+                                          "warmup": "false", "device": "cpu"})
+    calls = [(image, prompt) for image in seed_images.values() for prompt in CAPTION_PROMPTS]
+    want = [blip.infer([PromptedImage(blip.image(image), prompt)], confidence=True)[0]
+            for image, prompt in calls]
+    assert len({w["CAPTION"] for w in want}) >= 3
+    outputs = OUTPUTS["blip_caption"]
+    alone = [infer(client, "blip_caption", outputs, IMAGE=[image],
+                   PROMPT=[prompt] if prompt else None)[0] for image, prompt in calls]
+    assert alone == want  # stepped alone: exactly the static path's answer
+    together = infer_concurrently(client, "blip_caption",
+                                  [{"IMAGE": [image], "PROMPT": [prompt] if prompt else None}
+                                   for image, prompt in calls], outputs)
+    assert [rows[0]["CAPTION"] for rows in together] == [w["CAPTION"] for w in want]
+    assert [rows[0]["CONFIDENCE"] for rows in together] == [
+        same_confidence(w, "blip_caption", "cpu") for w in want]
 
 
 def page_reading(page, line_reference) -> list[tuple[str, float]]:

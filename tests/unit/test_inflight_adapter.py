@@ -161,10 +161,10 @@ def test_batching_parameter_is_checked(weights_dir):
 
 
 def test_a_runner_without_a_stepped_generator_refuses_inflight(weights_dir):
-    from i2tt_server.runners import BlipCaptioner
+    from i2tt_server.runners import Kosmos2Grounder
 
     class Reader(TritonModel):
-        runner_class = BlipCaptioner
+        runner_class = Kosmos2Grounder
 
     pb = fake_pb_utils()
     config = {"parameters": {k: {"string_value": v} for k, v in

@@ -62,6 +62,8 @@ def run(generator, texts, join_per_step: int | None, drop_at=None, confidence=Fa
         for key in pending[:admit]:
             states[key] = generator.encode([texts[key]], confidence)[0]
         del pending[:admit]
+        for key in [k for k in states if generator.ended(states[k])]:  # ended with the prompt
+            answers[key] = (tokens_of(states[key]), generator.finish(states.pop(key)))
         for key in [k for k in states if drop_at.get(k) == states[k].new_tokens]:
             generator.drop(states.pop(key))
         live = list(states)

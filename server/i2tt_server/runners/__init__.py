@@ -9,7 +9,9 @@ The layers: ``base.Runner`` (the facts, parsing, grouping, ``infer`` over the gr
 ``device``, the batched generate and its token count), under it
 ``prompted.PromptedImageRunner`` (IMAGE + optional PROMPT: BLIP, Kosmos-2), TrOCR and T5;
 ``ocr_page.PageReader`` beside the generative runners (its lines are read by a line
-reader it is given). ``inflight`` describes what iteration-level batching would need.
+reader it is given). ``inflight`` is the contract of in-flight (iteration-level)
+batching, ``stepped`` its encoder-decoder half and ``stepped_t5``, ``stepped_trocr`` and
+``stepped_blip`` the models' halves (``GenerativeRunner.stepped``).
 """
 
 from __future__ import annotations

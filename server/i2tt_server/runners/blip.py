@@ -37,8 +37,16 @@ class BlipCaptioner(PromptedImageRunner):
         text_kwargs = {"text": [prompt] * len(images)} if prompt else {}
         batch = self.processor(images=images, return_tensors="pt", **text_kwargs)
         generated = self.generate(self.model, confidence=confidence, **self.to_device(batch))
-        captions = [c.strip() for c in self.processor.batch_decode(generated.sequences,
-                                                                   skip_special_tokens=True)]
-        if self.settings.clean_caption:
-            captions = [clean_caption(c) for c in captions]
-        return generated.answers([{"CAPTION": c} for c in captions])
+        return generated.answers([{"CAPTION": self.caption(c)} for c in
+                                  self.processor.batch_decode(generated.sequences,
+                                                              skip_special_tokens=True)])
+
+    def caption(self, decoded: str) -> str:
+        """The CAPTION of a decoded sequence (the prompt included, as BLIP returns it)."""
+        caption = decoded.strip()
+        return clean_caption(caption) if self.settings.clean_caption else caption
+
+    def stepped(self):
+        from .stepped_blip import SteppedBlip  # it builds on this module
+
+        return SteppedBlip(self)

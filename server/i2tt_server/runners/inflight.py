@@ -1,18 +1,19 @@
-"""The contract a generative runner would meet for in-flight (iteration-level) batching.
+"""The contract a generative runner meets for in-flight (iteration-level) batching.
 
-Today a batch is generated as a whole: one ``generate`` call per group runs until its
-last row ends, and a request that arrives meanwhile waits for the next batch. A scheduler
-doing iteration-level batching instead keeps a set of live sequences and runs ONE decoding
-step over all of them at a time: it adds newly arrived requests between steps, takes out
-the sequences that ended (their answers go back at once) and drops those whose caller has
-gone. What it needs from a runner is below; nothing implements it yet.
+On the static path a batch is generated as a whole: one ``generate`` call per group runs
+until its last row ends, and a request that arrives meanwhile waits for the next batch. A
+scheduler doing iteration-level batching (``step_scheduler.StepScheduler``) instead keeps a
+set of live sequences and runs ONE decoding step over all of them at a time: it adds newly
+arrived requests between steps, takes out the sequences that ended (their answers go back
+at once) and drops those whose caller has gone. What it needs from a runner is below;
+``stepped.SteppedEncoderDecoder`` implements it for T5, TrOCR and BLIP.
 
 The scheduler's loop, for reference::
 
     states = {}
     while True:
         for key, item in new_arrivals():            # admitted between steps
-            states[key] = runner.encode([item])[0]
+            states[key] = runner.encode([item])[0]  # (it may have ended already: answer it)
         if not states:
             wait_for_work(); continue
         for key in cancelled_callers():
@@ -47,8 +48,10 @@ class SteppedGenerator(Protocol):
 
     def encode(self, items: Sequence[Any], confidence: bool = False) -> list[SequenceState]:
         """Parsed items (as ``Runner.parse`` makes them) -> one new state each, ready for
-        their first step: images through the vision encoder, prompts tokenised. With
-        ``confidence`` the states keep each step's score of the chosen token."""
+        their first step: images through the vision encoder, prompts tokenised (or read,
+        with their first token chosen, where generate reads the prompt first: a state
+        may then have ended already). With ``confidence`` the states keep each step's
+        score of the chosen token."""
         ...
 
     def step(self, states: Sequence[SequenceState]) -> list[int]:

@@ -36,23 +36,38 @@ ROW_PROCESSORS = {"MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor
                   "SuppressTokensLogitsProcessor", "NoBadWordsLogitsProcessor"}
 
 
-def generation_setup(model, max_new_tokens: int, num_beams: int):
-    """(generation config, logits processors, stopping criteria) as ``generate`` prepares
-    them for one item with these settings. A processor that would make the scores depend
-    on more than the row's own tokens and logits (another row, the encoder's input), which
-    nothing here reproduces, is refused rather than answered differently."""
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What ``generate`` prepares for one item whose decoding starts from
+    ``prompt_length`` tokens (1 for an encoder-decoder's start token)."""
+
+    config: Any  # GenerationConfig, max_length set
+    processors: Any  # LogitsProcessorList
+    criteria: Any  # StoppingCriteriaList
+    prompt_length: int
+
+
+def generation_setup(model, max_new_tokens: int, num_beams: int, prompt_length: int = 1,
+                     **overrides) -> Setup:
+    """The generation config, logits processors and stopping criteria as ``generate``
+    prepares them for one item with these settings (``overrides``: what a caller of
+    ``generate`` adds, as BLIP its end token). A processor that would make the scores
+    depend on more than the row's own tokens and logits (another row, the encoder's
+    input), which nothing here reproduces, is refused rather than answered differently."""
     import torch
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.stopping_criteria import StoppingCriteriaList
 
     config, _ = model._prepare_generation_config(None, max_new_tokens=max_new_tokens,
-                                                 num_beams=num_beams, do_sample=False)
+                                                 num_beams=num_beams, do_sample=False,
+                                                 **overrides)
     model._prepare_special_tokens(config, True, device=model.device)
-    # Encoder-decoder: the decoder prompt is the start token, so as _prepare_generated_length
-    config.max_length = max_new_tokens + 1
-    dummy_input = torch.ones((1, 1), dtype=torch.long, device=model.device)
+    # the prompt (an encoder-decoder's: its start token) and the new tokens, as
+    # _prepare_generated_length makes it
+    config.max_length = max_new_tokens + prompt_length
+    prompt = torch.ones((1, prompt_length), dtype=torch.long, device=model.device)
     processors = model._get_logits_processor(
-        generation_config=config, input_ids_seq_length=1, encoder_input_ids=dummy_input,
+        generation_config=config, input_ids_seq_length=prompt_length, encoder_input_ids=prompt,
         prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(),
         device=model.device, model_kwargs={})
     unknown = {type(p).__name__ for p in processors} - ROW_PROCESSORS
@@ -62,7 +77,7 @@ def generation_setup(model, max_new_tokens: int, num_beams: int):
     unknown = {type(c).__name__ for c in criteria} - STOPPING_CRITERIA
     if unknown:
         raise NotImplementedError(f"stepped generation cannot check {sorted(unknown)}")
-    return config, processors, criteria
+    return Setup(config, processors, criteria, prompt_length)
 
 
 @dataclasses.dataclass(eq=False)
@@ -107,10 +122,11 @@ _SERIALS = itertools.count()
 class StepSequence:
     """One live request: its cross-attention keys/values per decoder layer ([1, heads,
     encoder length, head dim], shared by its beams), its self-attention cache per layer
-    ([rows, heads, steps, head dim]) and its tokens (greedy) or beams; with ``scores``
-    (greedy, CONFIDENCE asked) each chosen token's log-probability."""
+    ([rows, heads, steps, head dim]) and its tokens (greedy: the prompt first) or beams;
+    with ``scores`` (greedy, CONFIDENCE asked) each chosen token's log-probability."""
 
     group: Hashable
+    setup: Setup
     cross: list | None
     text_length: int  # the encoder output's length
     rows: int
@@ -287,14 +303,14 @@ def split_cache(layers, states: Sequence[StepSequence]) -> None:
         row += s.rows
 
 
-def advance_beams(model, config, criteria, beams: BeamState, log_probs) -> Any:
+def advance_beams(model, setup: Setup, beams: BeamState, log_probs) -> Any:
     """One step of ``_beam_search`` for a batch of one on this request's [beams, vocab]
     log-probabilities, in its order and with its helpers; the beam each new running beam
     came from (to reorder the cache by)."""
     import torch
 
-    num_beams, b = config.num_beams, beams
-    eos = config._eos_token_tensor
+    config, criteria, b = setup.config, setup.criteria, beams
+    num_beams, eos = config.num_beams, config._eos_token_tensor
     keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * num_beams
     top_mask = torch.cat((torch.ones(num_beams, dtype=torch.bool),
                           torch.zeros(keep - num_beams, dtype=torch.bool))).to(log_probs.device)
@@ -343,32 +359,51 @@ class SteppedEncoderDecoder:
     its settings' max_new_tokens and num_beams. A subclass gives the model's half:
 
     - ``encoder_pass(item)``: (group, cross-attention keys/values per decoder layer,
-      encoder output length) for one parsed item, through the encoder alone;
+      encoder output length) for one parsed item, through the encoder alone; or
+      ``begin(item, confidence)`` where a prompt must be read first (BLIP);
     - ``forward(inputs)``: the decoder's output (logits, cache) for ``StepInputs``;
     - ``answer(tokens, state)``: the output values of a finished token sequence;
     - ``layers``: the decoder's layer count.
 
+    ``generation_model`` is the model whose ``generate`` runs the loop (BLIP's text
+    decoder; else the model itself), ``overrides`` what its caller adds to the call.
     CONFIDENCE (``encode(..., confidence=True)``) is kept for greedy search: beam search
     would need every step's scores of every beam, and is refused at load instead."""
 
     layers: int
 
-    def __init__(self, runner, confidence_output: bool = False):
+    def __init__(self, runner, confidence_output: bool = False, generation_model=None,
+                 **overrides):
         self.runner = runner
         self.model = runner.model
+        self.generation_model = generation_model if generation_model is not None else self.model
         self.num_beams = runner.settings.num_beams
         if confidence_output and self.num_beams > 1:
             raise NotImplementedError(f"{runner.name}: in-flight batching computes CONFIDENCE "
                                       f"for greedy search only (num_beams 1, not "
                                       f"{self.num_beams}); serve it with batching: static")
-        self.config, self.processors, self.criteria = generation_setup(
-            self.model, runner.settings.max_new_tokens, self.num_beams)
-        self.pad = self.model.generation_config.pad_token_id
+        self._overrides = overrides
+        self._setups: dict[int, Setup] = {}
+        # the setup of a one-token start (refused processors fail the load, not a request)
+        setup = self.setup_for(1)
+        self.config, self.processors, self.criteria = setup.config, setup.processors, setup.criteria
+        self.pad = self.config.pad_token_id
         self._last: StepBatch | None = None  # the caches the last step ran on
+
+    def setup_for(self, prompt_length: int) -> Setup:
+        if prompt_length not in self._setups:
+            self._setups[prompt_length] = generation_setup(
+                self.generation_model, self.runner.settings.max_new_tokens, self.num_beams,
+                prompt_length, **self._overrides)
+        return self._setups[prompt_length]
 
     # -- the model's half ------------------------------------------------------------------
     def encoder_pass(self, item) -> tuple[Hashable, list, int]:
         raise NotImplementedError
+
+    def begin(self, item, confidence: bool) -> StepSequence:
+        """A new sequence for one parsed item, ready for its first step."""
+        return self.start(*self.encoder_pass(item), confidence)
 
     def forward(self, inputs: StepInputs):
         raise NotImplementedError
@@ -383,14 +418,19 @@ class SteppedEncoderDecoder:
         # One item at a time: a padded batch through the encoder need not round as the
         # item alone does, and generate on one item is what an answer must equal.
         with torch.inference_mode():
-            return [self.start(*self.encoder_pass(item), confidence) for item in items]
+            return [self.begin(item, confidence) for item in items]
 
-    def start(self, group, cross, length: int, confidence: bool) -> StepSequence:
+    def start(self, group, cross, length: int, confidence: bool,
+              prompt: list[int] | None = None) -> StepSequence:
+        """A sequence whose decoding starts from ``prompt`` (default: the start token)."""
+        tokens = prompt or [int(self.config._decoder_start_token_tensor)]
+        setup = self.setup_for(len(tokens))
         if self.num_beams > 1:
-            beams = BeamState.start(self.config, self.num_beams, self.model.device)
-            return StepSequence(group, cross, length, self.num_beams, beams=beams)
-        return StepSequence(group, cross, length, 1,
-                            tokens=[int(self.config._decoder_start_token_tensor)],
+            if len(tokens) > 1:  # BeamState starts from the start token alone
+                raise NotImplementedError("stepped beam search starts from one token")
+            beams = BeamState.start(setup.config, self.num_beams, self.model.device)
+            return StepSequence(group, setup, cross, length, self.num_beams, beams=beams)
+        return StepSequence(group, setup, cross, length, 1, tokens=list(tokens),
                             scores=[] if confidence else None)
 
     def step(self, states: Sequence[StepSequence]) -> list[int]:
@@ -406,45 +446,53 @@ class SteppedEncoderDecoder:
         with torch.inference_mode():
             inputs, batch = step_inputs(states, self.layers, self.model.device, last)
             output = self.forward(inputs)
-            layers = output_layers(output)
-            logits = output.logits[:, -1, :].to(copy=True, dtype=torch.float32)
-            if self.num_beams == 1:
-                if len(self.processors):  # as _sample: on the logits, with the row's tokens
-                    logits = self._process_greedy(states, logits)
-                picks = torch.argmax(logits, dim=-1)
-                if any(s.scores is not None for s in states):  # as generate's scores
-                    chosen_scores = logits.log_softmax(dim=-1).gather(1, picks[:, None])
-                    for s, value in zip(states, chosen_scores[:, 0].tolist()):
-                        if s.scores is not None:
-                            s.scores.append(value)
-                # one transfer for all rows' choices
-                chosen = [self._advance_greedy(s, token)
-                          for s, token in zip(states, picks.tolist())]
-            else:
-                chosen, origins, row = [], [], 0
-                for s in states:
-                    token, origin = self._advance_beams(s, logits[row:row + s.rows])
-                    chosen.append(token)
-                    origins.append(origin + row)
-                    row += s.rows
-                # every request's beams reordered in one gather per layer
-                index = torch.cat(origins)
-                layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
+            chosen, layers = self.choose(states, output)
             split_cache(layers, states)
             self._last = StepBatch(batch.serials, batch.rows, layers, batch.cross_layers)
         return chosen
 
+    def choose(self, states: Sequence[StepSequence], output) -> tuple[list[int], list]:
+        """Each state's next token from a forward's last logits (its rows, in order), and
+        the forward's self-attention cache per layer, beams reordered."""
+        import torch
+
+        layers = output_layers(output)
+        logits = output.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+        if self.num_beams == 1:
+            logits = self._process_greedy(states, logits)
+            picks = torch.argmax(logits, dim=-1)
+            if any(s.scores is not None for s in states):  # as generate's scores
+                chosen_scores = logits.log_softmax(dim=-1).gather(1, picks[:, None])
+                for s, value in zip(states, chosen_scores[:, 0].tolist()):
+                    if s.scores is not None:
+                        s.scores.append(value)
+            # one transfer for all rows' choices
+            return [self._advance_greedy(s, token) for s, token in zip(states, picks.tolist())], \
+                layers
+        chosen, origins, row = [], [], 0
+        for s in states:
+            token, origin = self._advance_beams(s, logits[row:row + s.rows])
+            chosen.append(token)
+            origins.append(origin + row)
+            row += s.rows
+        # every request's beams reordered in one gather per layer
+        index = torch.cat(origins)
+        return chosen, [(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
+
     def _process_greedy(self, states, logits):
-        """The processors on every row's logits, each row with its own tokens (all rows at
-        once where they are equally long)."""
+        """The processors on every row's logits, as _sample applies them: each row with its
+        own tokens (all rows at once where they are equally long, with one setup)."""
         import torch
 
         device = logits.device
-        if len({len(s.tokens) for s in states}) == 1:
-            return self.processors(torch.tensor([s.tokens for s in states], device=device),
-                                   logits)
-        return torch.cat([self.processors(torch.tensor([s.tokens], device=device),
-                                          logits[i:i + 1]) for i, s in enumerate(states)])
+        processors = states[0].setup.processors
+        if not any(len(s.setup.processors) for s in states):
+            return logits
+        if len({len(s.tokens) for s in states}) == 1 and \
+                all(s.setup is states[0].setup for s in states):
+            return processors(torch.tensor([s.tokens for s in states], device=device), logits)
+        return torch.cat([s.setup.processors(torch.tensor([s.tokens], device=device),
+                                             logits[i:i + 1]) for i, s in enumerate(states)])
 
     def _advance_greedy(self, state: StepSequence, token: int) -> int:
         import torch
@@ -452,7 +500,7 @@ class SteppedEncoderDecoder:
         state.new_tokens += 1
         state.tokens.append(token)
         tokens = torch.tensor([state.tokens], device=self.model.device)
-        state.done = bool(self.criteria(tokens, None)[0])
+        state.done = bool(state.setup.criteria(tokens, None)[0])
         return token
 
     def _advance_beams(self, state: StepSequence, logits) -> tuple[int, Any]:
@@ -460,15 +508,14 @@ class SteppedEncoderDecoder:
         import torch
 
         state.new_tokens += 1
+        setup, b = state.setup, state.beams
         log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
-        if len(self.processors):  # as _beam_search: on the log-probabilities
-            b = state.beams
-            log_probs = self.processors(b.running_sequences[0, :, :b.cur_len], log_probs)
-        origin = advance_beams(self.model, self.config, self.criteria, state.beams, log_probs)
-        b = state.beams
-        state.done = not bool(self.model._beam_search_has_unfinished_sequences(
+        if len(setup.processors):  # as _beam_search: on the log-probabilities
+            log_probs = setup.processors(b.running_sequences[0, :, :b.cur_len], log_probs)
+        origin = advance_beams(self.generation_model, setup, b, log_probs)
+        state.done = not bool(self.generation_model._beam_search_has_unfinished_sequences(
             b.is_early_stop_heuristic_unsatisfied, b.is_sent_finished,
-            b.next_token_hits_stopping_criteria, self.config.early_stopping))
+            b.next_token_hits_stopping_criteria, setup.config.early_stopping))
         return int(b.running_sequences[0, 0, b.cur_len - 1]), origin
 
     def ended(self, state: StepSequence) -> bool:
@@ -482,16 +529,16 @@ class SteppedEncoderDecoder:
         self.drop(state)
         values = self.answer(tokens, state)
         if scores is not None:
-            values[CONFIDENCE] = self.confidence(tokens, scores)
+            values[CONFIDENCE] = self.confidence(tokens[state.setup.prompt_length:], scores)
         return values
 
-    def confidence(self, tokens: list[int], scores: list[float]) -> float:
+    def confidence(self, new_tokens: list[int], scores: list[float]) -> float:
         """As ``generative.generated_confidences`` for this sequence alone: the chosen
         tokens' log-probabilities, the pad token's not counted."""
         import torch
 
         chosen = torch.tensor([scores], dtype=torch.float32)
-        counted = torch.tensor([[token != self.pad for token in tokens[1:]]])
+        counted = torch.tensor([[token != self.pad for token in new_tokens]])
         return mean_confidence(chosen, counted)[0]
 
     def drop(self, state: StepSequence) -> None:
