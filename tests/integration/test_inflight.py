@@ -1,7 +1,7 @@
 """In-flight batching on the real server (``--scheduling inflight``): t5_tags answers as
 generate does for each text alone (the static path's reference), alone, concurrently and
-through the caption_tags ensemble; blip_caption captions (prompts of any length sharing
-steps) and trocr_ocr reads lines as generate does, with their CONFIDENCE, and ocr_page's
+through the caption_tags ensemble; blip_caption and kosmos2_caption caption images (prompts
+of any length sharing steps) and trocr_ocr reads lines as generate does, with their CONFIDENCE, and ocr_page's
 lines go through trocr_ocr, a short page sent after a long one coming back first; a short request sent after a long one is answered first; a caller that gives
 up stops costing steps; a burst past the queue is refused at once while the admitted
 requests are answered; plain HTTP infer works.
@@ -32,7 +32,7 @@ from i2tt_server.launcher import TritonServer, free_port
 from i2tt_server.metrics import RUNNING, STEPS
 from i2tt_server.repository import chain, derive_repository, in_flight, read_config
 import pages
-from i2tt_server.runners import BlipCaptioner, PageReader, T5Tagger, TrOCRReader
+from i2tt_server.runners import RUNNERS, PageReader, T5Tagger, TrOCRReader
 from i2tt_server.runners.ocr_page import PageSettings
 from i2tt_server.runners.prompted import PromptedImage
 from i2tt_server.serve_options import ServeOptions
@@ -44,7 +44,7 @@ from triton_calls import (OUTPUTS, infer, infer_concurrently, same_confidence, s
 pytestmark = pytest.mark.timeout(600)
 
 # ocr_page where its tools are here (its tests skip otherwise, as conftest says)
-MODELS = ["blip_caption", "t5_tags", "caption_tags", "trocr_ocr"] + \
+MODELS = ["blip_caption", "t5_tags", "caption_tags", "trocr_ocr", "kosmos2_caption"] + \
     ([] if pages.page_tools_missing() else ["ocr_page"])
 QUEUE = 8  # t5_tags' queue here: a burst past it is refused
 END_BOOST = 5.0  # some answers end after a few steps, in float32 and bfloat16 alike
@@ -278,28 +278,34 @@ def test_trocr_reads_lines_as_generate_alone_with_their_confidence(inflight, lin
             same_confidence(row, "trocr_ocr", "cpu") for row in expected]
 
 
-CAPTION_PROMPTS = [None, "a photography of", "a picture of a dog sitting on the"]
+# None: the model's own start (BLIP's unconditional caption, Kosmos-2's default prompt)
+CAPTION_PROMPTS = {"blip_caption": [None, "a photography of", "a picture of a dog sitting on"],
+                   "kosmos2_caption": [None, "<grounding>", "<grounding>A photo of a dog on"]}
 
 
-def test_blip_captions_as_generate_alone_whatever_the_prompts_sharing_steps(inflight,
-                                                                           seed_images):
+@pytest.mark.parametrize("model", sorted(CAPTION_PROMPTS))
+def test_captions_as_generate_alone_whatever_the_prompts_sharing_steps(inflight, seed_images,
+                                                                      model):
     server, client = inflight
-    blip = BlipCaptioner.from_parameters({"weights_root": str(server.options.weights),
-                                          "warmup": "false", "device": "cpu"})
-    calls = [(image, prompt) for image in seed_images.values() for prompt in CAPTION_PROMPTS]
-    want = [blip.infer([PromptedImage(blip.image(image), prompt)], confidence=True)[0]
-            for image, prompt in calls]
+    runner = RUNNERS[model].from_parameters({"weights_root": str(server.options.weights),
+                                             "warmup": "false", "device": "cpu"})
+    calls = [(image, prompt) for image in seed_images.values()
+             for prompt in CAPTION_PROMPTS[model]]
+    want = [runner.infer([PromptedImage(runner.image(image), prompt or runner.default_prompt)],
+                         confidence=True)[0] for image, prompt in calls]
     assert len({w["CAPTION"] for w in want}) >= 3
-    outputs = OUTPUTS["blip_caption"]
-    alone = [infer(client, "blip_caption", outputs, IMAGE=[image],
-                   PROMPT=[prompt] if prompt else None)[0] for image, prompt in calls]
+    outputs = OUTPUTS[model]
+    alone = [infer(client, model, outputs, IMAGE=[image], PROMPT=[prompt] if prompt else None)[0]
+             for image, prompt in calls]
     assert alone == want  # stepped alone: exactly the static path's answer
-    together = infer_concurrently(client, "blip_caption",
+    together = infer_concurrently(client, model,
                                   [{"IMAGE": [image], "PROMPT": [prompt] if prompt else None}
                                    for image, prompt in calls], outputs)
-    assert [rows[0]["CAPTION"] for rows in together] == [w["CAPTION"] for w in want]
+    texts = [k for k in outputs if k != "CONFIDENCE"]
+    assert [{k: rows[0][k] for k in texts} for rows in together] == \
+        [{k: w[k] for k in texts} for w in want]
     assert [rows[0]["CONFIDENCE"] for rows in together] == [
-        same_confidence(w, "blip_caption", "cpu") for w in want]
+        same_confidence(w, model, "cpu") for w in want]
 
 
 def page_reading(page, line_reference) -> list[tuple[str, float]]:

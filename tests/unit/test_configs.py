@@ -228,7 +228,7 @@ def test_the_scheduling_switch_reaches_the_models_with_an_in_flight_path(tmp_pat
     served = derive_repository(REPOSITORY, tmp_path / mode,
                                chain(set_scheduling(mode), cpu_batching))
     capable = {name for name, runner in RUNNERS.items() if runner.serves_in_flight()}
-    assert {"t5_tags", "trocr_ocr", "blip_caption"} <= capable
+    assert {"t5_tags", "trocr_ocr", "blip_caption", "kosmos2_caption"} <= capable
     for model_dir in model_dirs(served):
         config, shipped = read_config(model_dir), configs()[model_dir.name]
         if model_dir.name not in capable:

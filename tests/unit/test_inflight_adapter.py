@@ -161,10 +161,14 @@ def test_batching_parameter_is_checked(weights_dir):
 
 
 def test_a_runner_without_a_stepped_generator_refuses_inflight(weights_dir):
-    from i2tt_server.runners import Kosmos2Grounder
+    from i2tt_server.runners import TrOCRReader
+    from i2tt_server.runners.generative import GenerativeRunner
+
+    class PlainReader(TrOCRReader):  # a runner that has only the static path
+        stepped = GenerativeRunner.stepped
 
     class Reader(TritonModel):
-        runner_class = Kosmos2Grounder
+        runner_class = PlainReader
 
     pb = fake_pb_utils()
     config = {"parameters": {k: {"string_value": v} for k, v in

@@ -57,8 +57,14 @@ class Kosmos2Grounder(PromptedImageRunner):
         # Special tokens carry the grounding (<phrase>, <patch_index_...>): keep them for
         # post_process_generation, which strips every tag itself.
         texts = self.processor.batch_decode(generated.sequences, skip_special_tokens=False)
-        results = []
-        for raw in texts:
-            caption, entities = self.processor.post_process_generation(raw)
-            results.append({"CAPTION": caption, "ENTITIES": entities_json(entities)})
-        return generated.answers(results)
+        return generated.answers([self.answer(raw) for raw in texts])
+
+    def answer(self, raw: str) -> dict:
+        """CAPTION and ENTITIES of a decoded sequence, its special tokens kept."""
+        caption, entities = self.processor.post_process_generation(raw)
+        return {"CAPTION": caption, "ENTITIES": entities_json(entities)}
+
+    def stepped(self):
+        from .stepped_kosmos2 import SteppedKosmos2  # it builds on this module
+
+        return SteppedKosmos2(self)

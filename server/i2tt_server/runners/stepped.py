@@ -192,8 +192,9 @@ class StepBatch:
         if None in kept or kept != sorted(kept):
             return None
         starts = [sum(self.rows[:i]) for i in range(len(self.rows))]
+        device = (self.self_layers or self.cross_layers)[0][0].device
         index = torch.tensor([r for i in kept for r in range(starts[i], starts[i] + self.rows[i])],
-                             device=self.cross_layers[0][0].device)
+                             device=device)
         pick = [[(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
                 for layers in (self.self_layers, self.cross_layers)]
         return StepBatch(serials, [self.rows[i] for i in kept], *pick)
@@ -202,7 +203,8 @@ class StepBatch:
 def batched_caches(states: Sequence[StepSequence], layers: int, steps: int,
                    length: int) -> StepBatch:
     """Every state's caches padded and joined (its self-attention keys to ``steps``
-    columns on the left, its cross-attention keys to ``length`` on the right)."""
+    columns on the left, its cross-attention keys, where the model has them, to ``length``
+    on the right)."""
     import torch
 
     self_layers, cross_layers = [], []
@@ -210,8 +212,9 @@ def batched_caches(states: Sequence[StepSequence], layers: int, steps: int,
         if steps:
             self_layers.append(tuple(torch.cat([pad_steps(s, layer, i, steps) for s in states])
                                      for i in (0, 1)))
-        cross_layers.append(tuple(torch.cat([pad_text(s.cross[layer][i], length, s.rows)
-                                             for s in states]) for i in (0, 1)))
+        if states[0].cross:
+            cross_layers.append(tuple(torch.cat([pad_text(s.cross[layer][i], length, s.rows)
+                                                 for s in states]) for i in (0, 1)))
     return StepBatch(tuple(s.serial for s in states), [s.rows for s in states], self_layers,
                      cross_layers)
 
@@ -225,7 +228,7 @@ class StepInputs:
     length: int  # cross-attention columns (the longest encoder output)
     tokens: Any  # [rows, 1]: each row's last token
     positions: Any  # [rows, 1]: each row's own position (its tokens so far, less one)
-    cache: Any  # EncoderDecoderCache over the batched caches
+    cache: Any  # EncoderDecoderCache over the batched caches (no cross part: decoder-only)
     decoder_mask: Any  # [rows, steps + 1], or None where no row is padded
     text_mask: Any  # [rows, length]
     padded_text: bool  # whether some encoder output is shorter than ``length``
@@ -243,7 +246,7 @@ def step_inputs(states: Sequence[StepSequence], layers: int, device,
         # (wider than these states need once a longer one left: the extra columns are
         # masked, as the padding to the longest always was)
         steps = batch.self_layers[0][0].shape[2] if batch.self_layers else 0
-        length = batch.cross_layers[0][0].shape[2]
+        length = batch.cross_layers[0][0].shape[2] if batch.cross_layers else 0
     else:
         steps = max(cached_steps(s) for s in states)
         length = max(s.text_length for s in states)
@@ -253,7 +256,8 @@ def step_inputs(states: Sequence[StepSequence], layers: int, device,
     for layer in range(layers):
         if steps:
             self_cache.update(*batch.self_layers[layer], layer)
-        cross_cache.update(*batch.cross_layers[layer], layer)
+        if batch.cross_layers:
+            cross_cache.update(*batch.cross_layers[layer], layer)
     decoder_mask = torch.zeros((rows, steps + 1), dtype=torch.long, device=device)
     text_mask = torch.zeros((rows, length), dtype=torch.long, device=device)
     positions, row = [], 0
@@ -284,12 +288,17 @@ def cache_argument(model) -> str:
     return "cache" if _forward_takes_cache(type(model).forward) else "past_key_values"
 
 
+def output_cache(output):
+    """The forward's cache (``cache`` in transformers 5.24, ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return output.past_key_values if cache is None else cache
+
+
 def output_layers(output) -> list:
     """The forward's self-attention cache, per layer (keys, values)."""
-    cache = getattr(output, "cache", None)
-    if cache is None:
-        cache = output.past_key_values
-    return [(layer.keys, layer.values) for layer in cache.self_attention_cache.layers]
+    cache = output_cache(output)
+    cache = getattr(cache, "self_attention_cache", cache)  # a decoder alone: the cache itself
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def split_cache(layers, states: Sequence[StepSequence]) -> None:
@@ -360,7 +369,8 @@ class SteppedEncoderDecoder:
 
     - ``encoder_pass(item)``: (group, cross-attention keys/values per decoder layer,
       encoder output length) for one parsed item, through the encoder alone; or
-      ``begin(item, confidence)`` where a prompt must be read first (BLIP);
+      ``begin(item, confidence)`` where a prompt must be read first (BLIP, and Kosmos-2,
+      a decoder alone: its image is part of its prompt, and it has no cross-attention);
     - ``forward(inputs)``: the decoder's output (logits, cache) for ``StepInputs``;
     - ``answer(tokens, state)``: the output values of a finished token sequence;
     - ``layers``: the decoder's layer count.
@@ -388,6 +398,10 @@ class SteppedEncoderDecoder:
         setup = self.setup_for(1)
         self.config, self.processors, self.criteria = setup.config, setup.processors, setup.criteria
         self.pad = self.config.pad_token_id
+        # generate has a forward over a prompt compute the last position's logits alone
+        # where the model can (a product over one row rounds unlike one over the prompt's)
+        self.last_logits = {"logits_to_keep": 1} \
+            if self.generation_model._supports_logits_to_keep() else {}
         self._last: StepBatch | None = None  # the caches the last step ran on
 
     def setup_for(self, prompt_length: int) -> Setup:

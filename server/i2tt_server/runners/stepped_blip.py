@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from .blip import BlipCaptioner
-from .stepped import SteppedEncoderDecoder, StepInputs, StepSequence, cache_argument
+from .stepped import (SteppedEncoderDecoder, StepInputs, StepSequence, cache_argument,
+                      output_cache)
 
 
 class SteppedBlip(SteppedEncoderDecoder):
@@ -61,11 +62,10 @@ class SteppedBlip(SteppedEncoderDecoder):
             position_ids=torch.arange(length, device=device)[None],
             encoder_hidden_states=hidden,
             encoder_attention_mask=torch.ones(hidden.shape[:-1], dtype=torch.long, device=device),
-            use_cache=True, return_dict=True)
-        cache = getattr(output, "cache", None) or output.past_key_values
-        state.cross = [(layer.keys, layer.values) for layer in cache.cross_attention_cache.layers]
-        (_token,), layers = self.choose([state], output)
-        state.cache = layers
+            use_cache=True, return_dict=True, **self.last_logits)
+        state.cross = [(layer.keys, layer.values)
+                       for layer in output_cache(output).cross_attention_cache.layers]
+        (_token,), state.cache = self.choose([state], output)
         return state
 
     def forward(self, inputs: StepInputs):
