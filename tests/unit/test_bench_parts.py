@@ -3,6 +3,7 @@ Timings are printed by the benchmark, never asserted."""
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -56,3 +57,34 @@ def test_ratios_and_report_on_synthetic_rows(tmp_path):
                            "plot.png", ["a note"])
     assert "| on c=16 |" in text and "a note" in text and "cores" in text
     assert "| in-process throughput with CONFIDENCE / without (same inputs) | 0.952 |" in text
+
+
+def test_pages_of_the_in_flight_benchmark_and_its_report_keeping_earlier_models(tmp_path):
+    import json
+
+    import bench_inflight as bench
+    from PIL import Image
+
+    payloads = Payloads(seed_images_dir(ROOT))
+    long, short = payloads.page(0, bench.LONG_PAGE), payloads.page(0, bench.SHORT_PAGE)
+    assert Image.open(io.BytesIO(long)).height > Image.open(io.BytesIO(short)).height
+    assert payloads.page(1, bench.SHORT_PAGE) != short  # distinct pages, deterministic
+    assert payloads.page(0, bench.SHORT_PAGE) == short
+
+    def path(name, short_s, first):
+        return {"path": name, "alone_long_s": 10.0, "alone_short_s": 1.0,
+                "pairs": [{"long_s": 12.0, "short_s": short_s, "short_first": first}]}
+
+    static, inflight = path("static", 8.0, True), path("inflight", 2.0, True)
+    ratios = bench.page_ratios(static, inflight)
+    assert ratios[f"{bench.SHORT_PAGE}-line page sent after a {bench.LONG_PAGE}-line page: "
+                  "latency"] == 0.25
+    earlier = tmp_path / "INFLIGHT.json"
+    earlier.write_text(json.dumps({"settings": {"arrivals": 40}, "results": {
+        "t5_tags": {"static": {}, "inflight": {}, "ratios": {}},
+        "ocr_page": {"static": {}, "inflight": {}, "ratios": {}}}}))
+    kept = bench.earlier_results(earlier, ["ocr_page"])
+    assert list(kept) == ["t5_tags"] and kept["t5_tags"]["settings"] == {"arrivals": 40}
+    text = bench.markdown({"ocr_page": {"settings": {}, "static": static, "inflight": inflight,
+                                        "ratios": ratios}})
+    assert "| inflight | 10.00 | 1.00 | 2.00 | 12.00 | 1 of 1 |" in text
