@@ -29,6 +29,7 @@ from .execution import CANCELLED, INVALID_ARG, RequestRecord, infer_in_halves
 from .inflight_adapter import InflightServing
 from .metrics import MetricsObserver, ModelMetrics
 from .runners.base import CONFIDENCE, Runner
+from .runners.device import CoreShare
 
 log = logging.getLogger("i2tt_server")
 
@@ -74,6 +75,8 @@ class TritonModel:
             self.runner_class.settings_class.from_parameters(params),
             instance_kind=args.get("model_instance_kind", ""),
             device_id=int(args.get("model_instance_device_id", 0) or 0))
+        if hasattr(self.runner, "share_cores"):  # the server's CPU cores, with its neighbours
+            self.runner.share_cores(CoreShare.of_server())
         self.metrics = ModelMetrics.create(pb_utils, self.name)
         self.observer = MetricsObserver(self.metrics, "IMAGE" in self.runner_class.inputs)
         self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),

@@ -3,7 +3,10 @@ caps on oneDNN's CPU kernel caches set before its first matmul."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from pathlib import Path
 
 # oneDNN (torch's CPU kernels for bfloat16 matmuls) keeps every primitive it compiles for
 # a tensor shape, twice over: in its own primitive cache and in ideep's LRU cache above it,
@@ -37,8 +40,80 @@ def cpu_threads() -> int:
     """Half the cores for each model process. Every process would otherwise start one
     OpenMP thread per core, and the ensemble's two steps run at the same time: with more
     threads than cores OpenMP threads spin at barriers and throughput collapses (measured
-    2-4x slower on 2 cores, docs/benchmarks/FINDINGS.md)."""
+    2-4x slower on 2 cores, docs/benchmarks/FINDINGS.md). Served, a process takes the
+    cores that the busy processes leave it instead (``CoreShare``)."""
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+class FixedThreads:
+    """The threads set once (a runner used in-process, or ``torch_threads`` configured)."""
+
+    @contextlib.contextmanager
+    def busy(self):
+        yield
+
+    def refresh(self) -> None:
+        pass
+
+
+class CoreShare:
+    """The cores split among a server's model processes that are computing right now,
+    instead of half each whatever the others do: a model served alone, or while its
+    neighbours are idle (the ensemble's steps at a quiet time), gets every core, and two
+    busy ones get half each, as before. Each busy process keeps a marker file (its pid) in
+    a directory its server's model processes share; ``refresh`` counts the live ones and
+    sets torch's threads to the cores over that count. It is asked at every decoding step
+    (the generate loop's logits processor, the in-flight step), so a neighbour that starts
+    or stops is seen within a step: more threads than cores slow every process down, and
+    fewer leave cores idle. Thread counts change no answer: the kernels split their work
+    by rows and columns, not along the sums (1 and 2 threads compared equal, float32 and
+    bfloat16, matrix products and attention)."""
+
+    def __init__(self, directory: str | os.PathLike, cores: int | None = None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.cores = cores or os.cpu_count() or 1
+        self.marker = self.directory / str(os.getpid())
+        self._depth = 0
+        self.threads = 0
+
+    @classmethod
+    def of_server(cls) -> CoreShare:
+        """The share of the tritonserver that started this model process (its parent)."""
+        return cls(Path(tempfile.gettempdir()) / f"i2tt-cores-{os.getppid()}")
+
+    @contextlib.contextmanager
+    def busy(self):
+        if self._depth == 0:
+            self.marker.touch()
+        self._depth += 1
+        try:
+            self.refresh()
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.marker.unlink(missing_ok=True)
+
+    def busy_processes(self) -> int:
+        count = 0
+        for entry in os.scandir(self.directory):
+            try:
+                os.kill(int(entry.name), 0)
+                count += 1
+            except (ValueError, ProcessLookupError):  # a process that died while busy
+                Path(entry.path).unlink(missing_ok=True)
+            except PermissionError:  # alive, another user's
+                count += 1
+        return max(1, count)
+
+    def refresh(self) -> None:
+        import torch
+
+        threads = max(1, self.cores // self.busy_processes())
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
 
 
 # CPU flags that mean native bfloat16 matrix arithmetic (oneDNN then runs bfloat16 matmuls

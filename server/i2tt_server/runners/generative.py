@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from ..errors import InvalidInput
 from ..weights_layout import model_dir
 from .base import Answers, Runner, Settings, with_confidence
-from .device import cpu_threads, limit_cpu_kernel_caches, pick_device, pick_dtype
+from .device import FixedThreads, cpu_threads, limit_cpu_kernel_caches, pick_device, pick_dtype
 
 log = logging.getLogger("i2tt_server")
 
@@ -59,6 +59,8 @@ class GenerativeRunner(Runner):
         self.device = pick_device(settings.device, instance_kind, device_id)
         if settings.torch_threads or self.device.type == "cpu":
             torch.set_num_threads(settings.torch_threads or cpu_threads())
+        # the threads it computes with: set once here, unless shared (``share_cores``)
+        self.cores = FixedThreads()
         self.dtype = pick_dtype(self.device, settings.dtype, self.gpu_dtype)
         self.path = model_dir(settings.weights, settings.weights_root or None)
         if not (self.path / "config.json").is_file():
@@ -71,6 +73,12 @@ class GenerativeRunner(Runner):
         # (TritonModel.serve_in_flight): its static path would never run.
         if settings.warmup and settings.batching == "static":
             self.infer(self.warmup_items())
+
+    def share_cores(self, share) -> None:
+        """Compute with the cores ``share`` (a ``device.CoreShare``) leaves this process,
+        where its threads are not configured and it runs on the CPU."""
+        if self.device.type == "cpu" and not self.settings.torch_threads:
+            self.cores = share
 
     @classmethod
     def serves_in_flight(cls) -> bool:
@@ -109,11 +117,11 @@ class GenerativeRunner(Runner):
         step scores that needs are kept only then)."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self.cores.busy():
             output = model.generate(max_new_tokens=self.settings.max_new_tokens,
                                     num_beams=self.settings.num_beams, do_sample=False,
                                     return_dict_in_generate=True, output_scores=confidence,
-                                    **kwargs)
+                                    logits_processor=self.step_hooks(), **kwargs)
             pad = model.generation_config.pad_token_id
             confidences = generated_confidences(model, output, pad) if confidence else None
         sequences = output.sequences
@@ -122,6 +130,20 @@ class GenerativeRunner(Runner):
             prompts = sequences[:, :1]  # the start token that generate put first
         new_tokens = count_new_tokens(sequences.tolist(), prompts.tolist(), pad)
         return Generated(sequences, confidences, new_tokens)
+
+    def step_hooks(self):
+        """Logits processors that change nothing but run at every step of generate: the
+        share of cores looked at again (a neighbour may have started or stopped)."""
+        from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
+
+        cores = self.cores
+
+        class EveryStep(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                cores.refresh()
+                return scores
+
+        return LogitsProcessorList([EveryStep()])
 
     def to_device(self, batch):
         """Move a processor's output to the device, floating tensors in the model dtype."""

@@ -431,7 +431,7 @@ class SteppedEncoderDecoder:
 
         # One item at a time: a padded batch through the encoder need not round as the
         # item alone does, and generate on one item is what an answer must equal.
-        with torch.inference_mode():
+        with torch.inference_mode(), self.runner.cores.busy():
             return [self.begin(item, confidence) for item in items]
 
     def start(self, group, cross, length: int, confidence: bool,
@@ -457,7 +457,7 @@ class SteppedEncoderDecoder:
         if len({s.group for s in states}) > 1:
             raise ValueError("only sequences of one group share a step")
         last, self._last = self._last, None  # kept again only once this step succeeds
-        with torch.inference_mode():
+        with torch.inference_mode(), self.runner.cores.busy():
             inputs, batch = step_inputs(states, self.layers, self.model.device, last)
             output = self.forward(inputs)
             chosen, layers = self.choose(states, output)
