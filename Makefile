@@ -12,7 +12,7 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test test-weights bench bench-inflight load soak clean image-venv test-image-env
+.PHONY: venv serve test test-weights bench bench-inflight parity-inflight load soak clean image-venv test-image-env
 
 venv: $(VENV)/.installed
 
@@ -115,6 +115,12 @@ bench: venv
 # In-flight against static batching, open-loop: see scripts/bench_inflight.py --help.
 bench-inflight: venv
 	$(BIN)/python scripts/bench_inflight.py $(BENCH_ARGS)
+
+# In-flight against static answers over many distinct inputs per model (tiny weights):
+# see scripts/parity_inflight.py --help (PARITY_ARGS="--count 100" for a short run).
+PARITY_ARGS ?=
+parity-inflight: venv test-weights
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python scripts/parity_inflight.py $(PARITY_ARGS)
 
 # Locust load test: see scripts/load.py --help.
 LOAD_ARGS ?=

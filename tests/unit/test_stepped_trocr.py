@@ -11,6 +11,7 @@ from i2tt_server.runners import TrOCRReader
 from i2tt_server.runners.stepped_trocr import RowPositions, SteppedTrOCR
 from pages import text_lines
 from test_stepped_t5 import run
+from reference import confidence_tolerance
 from testdata import TROCR_END_BIAS
 
 DTYPES = ["float32", "bfloat16"]
@@ -49,16 +50,16 @@ def assert_same(answers, want, trocr, indices, confidence=True) -> None:
                                          skip_special_tokens=True)
     assert [values["TEXT"] for _, values in got] == [t.strip() for t in texts]
     if confidence:
-        values = [values["CONFIDENCE"] for _, values in got]
-        if trocr.dtype == torch.float32:
-            # float32 matrix products round by how many rows they take at once (MKL's
-            # sgemm: up to 1.2e-6 apart on a 1024x4096 layer, one row against six), so a
-            # line that shared its steps has logits a few ulps from its own (the tokens
-            # stay the same); bfloat16's kernels do not, and a line alone matches exactly
-            # (test_a_line_stepped_alone_has_generates_confidence_exactly)
-            assert values == pytest.approx([want[i][1] for i in indices], rel=1e-5)
-        else:
-            assert values == [want[i][1] for i in indices]
+        # A line that shared its steps has logits a few ulps from its own (the tokens stay
+        # the same): a matrix product rounds a row by how many rows it takes (MKL's
+        # float32 sgemm: up to 1.2e-6 apart on a 1024x4096 layer, one row against six;
+        # bfloat16 too, now and then: scripts/parity_inflight.py found one bfloat16 step
+        # in 21 of 1,000 lines). Within what the static path's batches allow
+        # (reference.confidence_tolerance), which these lines keep to; a line alone
+        # matches exactly (test_a_line_stepped_alone_has_generates_confidence_exactly).
+        assert [values["CONFIDENCE"] for _, values in got] == [
+            pytest.approx(want[i][1], rel=confidence_tolerance(str(trocr.dtype)[6:]))
+            for i in indices]
     else:
         assert all("CONFIDENCE" not in values for _, values in got)
 
