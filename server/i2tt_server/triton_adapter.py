@@ -75,7 +75,7 @@ class TritonModel:
             self.runner_class.settings_class.from_parameters(params),
             instance_kind=args.get("model_instance_kind", ""),
             device_id=int(args.get("model_instance_device_id", 0) or 0))
-        if hasattr(self.runner, "share_cores"):  # the server's CPU cores, with its neighbours
+        if getattr(self.runner.settings, "share_cores", False):  # with its neighbours
             self.runner.share_cores(CoreShare.of_server())
         self.metrics = ModelMetrics.create(pb_utils, self.name)
         self.observer = MetricsObserver(self.metrics, "IMAGE" in self.runner_class.inputs)

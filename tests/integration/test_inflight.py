@@ -230,6 +230,34 @@ def test_a_caller_that_leaves_stops_costing_steps(inflight, reference, leaving):
     assert spent < full * 0.6, f"{spent:.0f} of {full:.0f} steps for a caller that left"
 
 
+def test_a_timeout_through_caption_tags_ends_its_tagging_early(inflight, reference):
+    """Triton passes the ensemble request's timeout to each step's request: t5_tags, in
+    flight, drops its sequences once it passes (counted from when it took them), and the
+    caller is answered CANCELLED instead of waiting for every step."""
+    server, client = inflight
+    images = [png_of(image) for image in pages.text_lines(4, seed=5)]  # the CPU batch cap
+    infer(client, "caption_tags", IMAGE=images)  # the shapes' kernels made: not timed
+    started = time.monotonic()
+    infer(client, "blip_caption", IMAGE=images)
+    captioning = time.monotonic() - started
+    before = settled_steps(server)
+    started = time.monotonic()
+    infer(client, "caption_tags", IMAGE=images)
+    tagging = time.monotonic() - started - captioning
+    full = settled_steps(server) - before
+    assert full >= 32, f"tagging must take many steps here, took {full:.0f}"
+    assert tagging > 2 * captioning, (captioning, tagging)
+    before = settled_steps(server)
+    # enough for the captions; each step counts it from its own start, so tagging gets it
+    # too, which is half of what it takes
+    timeout = max(captioning * 1.5, tagging / 2)
+    with pytest.raises(InferenceServerException, match="cancelled: the caller has gone"):
+        client.infer("caption_tags", [string_input("IMAGE", images)], timeout=int(timeout * 1e6))
+    spent = settled_steps(server) - before
+    # tagging began, and left before its end (how far in depends on the steps' pace)
+    assert 0 < spent < full, f"{spent:.0f} of {full:.0f} steps"
+
+
 def test_a_burst_past_the_queue_is_refused_at_once_and_the_admitted_answered(inflight,
                                                                              reference):
     server, client = inflight

@@ -40,8 +40,8 @@ def cpu_threads() -> int:
     """Half the cores for each model process. Every process would otherwise start one
     OpenMP thread per core, and the ensemble's two steps run at the same time: with more
     threads than cores OpenMP threads spin at barriers and throughput collapses (measured
-    2-4x slower on 2 cores, docs/benchmarks/FINDINGS.md). Served, a process takes the
-    cores that the busy processes leave it instead (``CoreShare``)."""
+    2-4x slower on 2 cores, docs/benchmarks/FINDINGS.md). With ``share_cores``, a served
+    process takes the cores that the busy processes leave it instead (``CoreShare``)."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 
@@ -65,9 +65,12 @@ class CoreShare:
     sets torch's threads to the cores over that count. It is asked at every decoding step
     (the generate loop's logits processor, the in-flight step), so a neighbour that starts
     or stops is seen within a step: more threads than cores slow every process down, and
-    fewer leave cores idle. Thread counts change no answer: the kernels split their work
-    by rows and columns, not along the sums (1 and 2 threads compared equal, float32 and
-    bfloat16, matrix products and attention)."""
+    fewer leave cores idle. It counts only the server's model processes, so it is for
+    cores nothing else computes on (opt-in: ``share_cores``): with another process busy on
+    both cores, a step of the tiny T5 took 230 ms on 2 threads against 7.7 on 1. Thread
+    counts change no answer: the kernels split their work by rows and columns, not along
+    the sums (1 and 2 threads compared equal, float32 and bfloat16, matrix products and
+    attention)."""
 
     def __init__(self, directory: str | os.PathLike, cores: int | None = None):
         self.directory = Path(directory)

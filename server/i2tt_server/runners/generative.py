@@ -137,6 +137,8 @@ class GenerativeRunner(Runner):
         from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
 
         cores = self.cores
+        if isinstance(cores, FixedThreads):
+            return LogitsProcessorList()
 
         class EveryStep(LogitsProcessor):
             def __call__(self, input_ids, scores):

@@ -37,10 +37,27 @@ FULL_NEW_TOKENS = {"blip": 20, "kosmos": 32, "trocr": 16, "t5": 32}
 # at 10x it picks different tokens as it goes, with logits spread over hundreds, and the
 # end token raised by this much wins at varied steps. Calibrated on 12 caption-like texts
 # (benchlib.inputs.Payloads.text), 8 beams, bfloat16: answers of 2 to 64 tokens (median
-# about 12) after 7 to 64 steps; see docs/benchmarks/INFLIGHT.md. Not calibrated yet for
-# the other families (they have no in-flight path yet).
+# about 12) after 7 to 64 steps; see docs/benchmarks/INFLIGHT.md.
+# TrOCR (greedy, 64 new tokens at most) at the default initialisation answers every line
+# with one repeated token, the logits nearly the same for every image. With the encoder's
+# initializer_range and the decoder's init_std both at 30x (VARIED_TROCR_INIT) the image
+# matters and the tokens change as generation goes on (3 to 19 distinct tokens in 64
+# steps), the best logit about 80 and the end token's about 11 +- 11, but each line keeps
+# its own level (the gap to the best token varies about 10 between lines, 5 within
+# one): a constant end bias either ends some lines at once and never ends others, or
+# neither. So the end token is raised by 30 (VARIED_END_BIAS) and then by a share growing
+# 6 % a step (generate's exponential_decay_length_penalty, VARIED_END_GROWTH): each line
+# ends when that passes its best other token. Measured on 48 benchlib line images
+# (Payloads.line 0-47) per folder and 24 line crops of benchlib's 60-line ocr_page page:
+# trocr-printed bfloat16 6 to 29 new tokens (eos counted), median 13, float32 8 to 21,
+# median 13; trocr-handwritten bfloat16 2 to 25, median 11.5, float32 3 to 27, median 12;
+# the page crops (printed) 4 to 17, median 10.5-11; the pad token (a zero row of the tied
+# embedding, so its logit is 0) never chosen. Not calibrated yet for BLIP and Kosmos-2.
 VARIED_T5_INIT = 10.0
-VARIED_END_BIAS = {"t5": 300.0}
+VARIED_TROCR_INIT = 0.6
+VARIED_END_BIAS = {"t5": 300.0, "trocr": 30.0}
+# (start, factor) of generate's exponential_decay_length_penalty, where a family has one
+VARIED_END_GROWTH = {"trocr": (0, 1.06)}
 LENGTHS = ("pinned", "varied")
 
 
@@ -172,13 +189,16 @@ def build_trocr(dest: Path, size: str, variant: int, lengths: str = "pinned") ->
                       dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, patch_size=8, initializer_range=0.5),
                       dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                           num_attention_heads=12, patch_size=16))
+                           num_attention_heads=12, patch_size=16,
+                           **({"initializer_range": VARIED_TROCR_INIT}
+                              if lengths == "varied" else {})))
     encoder["image_size"] = image_size
     decoder = _for_size(size,
                       dict(d_model=32, decoder_ffn_dim=64, decoder_layers=2,
                            decoder_attention_heads=2, max_position_embeddings=64, init_std=0.5),
                       dict(d_model=1024, decoder_ffn_dim=4096, decoder_layers=12,
-                           decoder_attention_heads=16, max_position_embeddings=512))
+                           decoder_attention_heads=16, max_position_embeddings=512,
+                           **({"init_std": VARIED_TROCR_INIT} if lengths == "varied" else {})))
     decoder.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                    decoder_start_token_id=tokenizer.eos_token_id)
@@ -226,6 +246,9 @@ def _save(model, processor, dest: Path, size: str, family: str,
         # answer ends where the end token comes within that of the best other token
         end = model.generation_config.eos_token_id
         model.generation_config.sequence_bias = [[[end], VARIED_END_BIAS[family]]]
+        if family in VARIED_END_GROWTH:  # then raised by a share growing at every step
+            model.generation_config.exponential_decay_length_penalty = \
+                VARIED_END_GROWTH[family]
     elif size == "full":
         n = FULL_NEW_TOKENS[family]
         model.generation_config.min_new_tokens = n
