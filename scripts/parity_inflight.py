@@ -18,8 +18,8 @@ answers whose CONFIDENCE differs at all, and the largest relative CONFIDENCE dif
 
 The weights are the tests' tiny random ones (``build/test-weights``, ``make test-weights``),
 made to end at varied lengths as the unit tests make them (tests/unit/test_stepped_t5.py
-END_BOOST on T5's end-token embedding row; tests/testdata.py TROCR_END_BIAS and
-tests/unit/test_stepped_prompted.py MODELS' end biases as generate's sequence_bias), with
+END_BOOST on T5's end-token embedding row; for the others an end-token sequence_bias found
+by tests/testdata.py end_at_varied_lengths on the unit tests' inputs), with
 the tests' max_new_tokens (T5 12, the others 16) unless ``--max-new-tokens``.
 
 Writes docs/benchmarks/PARITY_INFLIGHT.md and .json (or ``--out``) and prints the table.
@@ -190,17 +190,19 @@ def load(case: Case, weights: Path, new_tokens: int | None):
 
         with torch.no_grad():  # the lm_head is tied to the shared embedding
             model.shared.weight[model.generation_config.eos_token_id] *= END_BOOST
-    elif case.model == "trocr_ocr":
-        from testdata import TROCR_END_BIAS
+    else:  # as the unit tests make them, on their inputs
+        from testdata import end_at_varied_lengths
 
-        end = model.generation_config.eos_token_id
-        model.generation_config.sequence_bias = [[[end], TROCR_END_BIAS]]
-    else:
-        from test_stepped_prompted import MODELS as PROMPTED
+        if case.model == "trocr_ocr":
+            from test_stepped_trocr import LINES as items
+        else:
+            from test_stepped_prompted import MODELS as PROMPTED, crops
+            from i2tt_server.runners.prompted import PromptedImage
 
-        setup = PROMPTED["blip" if case.model == "blip_caption" else "kosmos2"]
-        config, end = setup.ending(model)
-        config.sequence_bias = [[[end], setup.end_bias]]
+            prompts = PROMPTED["blip" if case.model == "blip_caption" else "kosmos2"].prompts
+            items = [PromptedImage(image, prompts[i % len(prompts)])
+                     for i, image in enumerate(crops())]
+        end_at_varied_lengths(runner, items)
     return runner
 
 
@@ -376,9 +378,9 @@ def write_report(results: list[Result], args, wall_s: float) -> None:
              "step with up to 15 others of other lengths (and prompts).", "",
              "Weights: the tests' tiny random ones (`build/test-weights`), made to end at "
              "varied lengths as the unit tests make them: T5's end-token embedding row x "
-             "END_BOOST (test_stepped_t5.py), TrOCR's TROCR_END_BIAS (testdata.py), BLIP's and "
-             "Kosmos-2's end biases (test_stepped_prompted.py MODELS), as generate's "
-             "sequence_bias; max_new_tokens "
+             "END_BOOST (test_stepped_t5.py), TrOCR's, BLIP's and "
+             "Kosmos-2's end-token bias found by testdata.end_at_varied_lengths, as "
+             "generate's sequence_bias; max_new_tokens "
              + ", ".join(f"{m} {args.max_new_tokens or TEST_NEW_TOKENS[m]}" for m in MODELS)
              + ". t5_tags has no CONFIDENCE output: its TAGS alone are compared.", "",
              INPUTS_TEXT.format(blip=BLIP_PROMPTS, kosmos=KOSMOS2_PROMPTS), ""]

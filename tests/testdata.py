@@ -14,10 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 REPOSITORY = ROOT / "model_repository"
 SEED_NAMES = ("example1.jpg", "example2.png", "human1.png")
-# The tiny random TrOCR never chooses its end token on its own; generate's sequence bias
-# raising it by this much ends pages.text_lines() after 1 to 16 tokens (measured in float32,
-# max_new_tokens 16: 1, 2, 3, 4, 8, 13 and 16 among them), so lines leave steps early.
-TROCR_END_BIAS = 10.8
 
 
 def seed_bytes(name: str) -> bytes:
@@ -46,3 +42,67 @@ def log_tail(path, lines: int = 60) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except (OSError, TypeError):  # no log file, or none was asked for
         return "(no log)"
+
+
+def end_at_varied_lengths(runner, items) -> float:
+    """Make the runner's model end its answers to ``items`` (and the like) at varied
+    lengths: generate's ``sequence_bias`` on the end token of the generation config its
+    generate reads (BLIP's and Kosmos-2's text models have their own), by
+    ``varied_end_bias``; the bias."""
+    model = runner.model
+    kind = type(model).__name__
+    if kind == "BlipForConditionalGeneration":
+        config, end = model.text_decoder.generation_config, model.config.text_config.sep_token_id
+    elif kind == "Kosmos2ForConditionalGeneration":
+        config = model.text_model.generation_config
+        end = config.eos_token_id
+    else:
+        config = model.generation_config
+        end = config.eos_token_id
+    config.sequence_bias = None  # measured without one
+    bias = varied_end_bias(runner, items, end)
+    config.sequence_bias = [[[end], bias]]
+    return bias
+
+
+def varied_end_bias(runner, items, end_token: int) -> float:
+    """An end-token bias (generate's ``sequence_bias``) that makes ``runner``'s answers to
+    ``items`` end at varied lengths, some at once: the tiny random weights (which each
+    environment's torch draws anew) rarely choose their end token on their own.
+
+    One plain run per item records, at each step, how far the end token's score is below
+    the best other one. With a bias b, greedy search takes the same tokens until the
+    first step where that gap is below b and then ends; so each candidate b (just above a
+    recorded gap) gives known lengths, and the one with the most distinct lengths, some
+    ending at their first token and some running (nearly) to the end, is taken."""
+    from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
+
+    gaps: list[list[float]] = []
+
+    class Gaps(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            others = scores[0].clone()
+            others[end_token] = float("-inf")
+            gaps[-1].append(float(others.max() - scores[0, end_token]))
+            return scores
+
+    hooks = runner.step_hooks
+    runner.step_hooks = lambda: LogitsProcessorList([Gaps()])
+    try:
+        for item in items:
+            gaps.append([])
+            runner.infer([item])
+    finally:
+        runner.step_hooks = hooks
+
+    def lengths(bias: float) -> list[int]:
+        return [next((t + 1 for t, gap in enumerate(row) if gap < bias), len(row))
+                for row in gaps]
+
+    longest = max(len(row) for row in gaps)
+
+    def spread(bias: float) -> tuple:
+        made = lengths(bias)
+        return min(made) == 1, max(made) >= longest * 3 // 4, len(set(made))
+
+    return max(sorted({gap + 1e-3 for row in gaps for gap in row if gap > 0}), key=spread)

@@ -37,7 +37,7 @@ from i2tt_server.runners.ocr_page import PageSettings
 from i2tt_server.runners.prompted import PromptedImage
 from i2tt_server.serve_options import ServeOptions
 from promtext import parse_samples
-from testdata import REPOSITORY, TROCR_END_BIAS
+from testdata import REPOSITORY, end_at_varied_lengths
 from triton_calls import (OUTPUTS, infer, infer_concurrently, same_confidence, scrape,
                           string_input, value)
 
@@ -62,17 +62,15 @@ def small_queue(config) -> None:
 def weights_ending_early(weights_dir, root):
     """A weights root like ``weights_dir`` whose T5 and TrOCR end their answers at varying
     lengths."""
-    from transformers import GenerationConfig
-
     root.mkdir()
     for folder in weights_dir.iterdir():
         if folder.name not in ("t5-tags", "trocr-printed"):
             (root / folder.name).symlink_to(folder.resolve())
-    trocr = root / "trocr-printed"
-    shutil.copytree(weights_dir / "trocr-printed", trocr)
-    generation = GenerationConfig.from_pretrained(trocr)
-    generation.sequence_bias = [[[generation.eos_token_id], TROCR_END_BIAS]]
-    generation.save_pretrained(trocr)
+    shutil.copytree(weights_dir / "trocr-printed", root / "trocr-printed")
+    trocr = TrOCRReader.from_parameters({"weights_root": str(root), "warmup": "false",
+                                         "device": "cpu"})  # as served (64 new tokens)
+    end_at_varied_lengths(trocr, pages.text_lines())
+    trocr.model.generation_config.save_pretrained(root / "trocr-printed")
     t5 = T5Tagger.from_parameters({"weights_root": str(weights_dir), "warmup": "false",
                                    "device": "cpu", "dtype": "float32"})
     with torch.no_grad():

@@ -11,21 +11,20 @@ from i2tt_server.runners import TrOCRReader
 from i2tt_server.runners.stepped_trocr import RowPositions, SteppedTrOCR
 from pages import text_lines
 from test_stepped_t5 import run
-from reference import confidence_tolerance
-from testdata import TROCR_END_BIAS
+from reference import shared_step_tolerance
+from testdata import end_at_varied_lengths
 
 DTYPES = ["float32", "bfloat16"]
 MAX_NEW_TOKENS = 16
 LINES = text_lines()
 
 
-def reader(weights_dir, dtype: str, end_bias: float | None = TROCR_END_BIAS) -> TrOCRReader:
+def reader(weights_dir, dtype: str) -> TrOCRReader:
+    """A runner whose lines end at varied lengths (``testdata.end_at_varied_lengths``)."""
     trocr = TrOCRReader.from_parameters({"weights_root": str(weights_dir), "warmup": "false",
                                          "device": "cpu", "dtype": dtype,
                                          "max_new_tokens": str(MAX_NEW_TOKENS)})
-    if end_bias is not None:
-        end = trocr.model.generation_config.eos_token_id
-        trocr.model.generation_config.sequence_bias = [[[end], end_bias]]
+    end_at_varied_lengths(trocr, LINES)
     return trocr
 
 
@@ -54,11 +53,10 @@ def assert_same(answers, want, trocr, indices, confidence=True) -> None:
         # the same): a matrix product rounds a row by how many rows it takes (MKL's
         # float32 sgemm: up to 1.2e-6 apart on a 1024x4096 layer, one row against six;
         # bfloat16 too, now and then: scripts/parity_inflight.py found one bfloat16 step
-        # in 21 of 1,000 lines). Within what the static path's batches allow
-        # (reference.confidence_tolerance), which these lines keep to; a line alone
-        # matches exactly (test_a_line_stepped_alone_has_generates_confidence_exactly).
+        # in 21 of 1,000 lines). Within reference.shared_step_tolerance, measured so; a
+        # line alone matches exactly (test_a_line_stepped_alone_has_generates_confidence_exactly).
         assert [values["CONFIDENCE"] for _, values in got] == [
-            pytest.approx(want[i][1], rel=confidence_tolerance(str(trocr.dtype)[6:]))
+            pytest.approx(want[i][1], rel=shared_step_tolerance(str(trocr.dtype)[6:]))
             for i in indices]
     else:
         assert all("CONFIDENCE" not in values for _, values in got)
@@ -109,9 +107,9 @@ def test_the_position_module_does_what_it_did_outside_a_step(weights_dir):
     assert [reference(trocr, image) for image in LINES[:4]] == before
     ids = torch.ones((3, 1), dtype=torch.long)
     with positions.rows(torch.tensor([[0], [5], [2]])):
-        rows = positions(ids, cache_length=5)
-    assert torch.equal(rows[1], positions(ids[:1], cache_length=5)[0])
-    assert torch.equal(rows[2], positions(ids[:1], cache_length=2)[0])
+        rows = positions(ids, 5)  # (the cache's length: its name differs between versions)
+    assert torch.equal(rows[1], positions(ids[:1], 5)[0])
+    assert torch.equal(rows[2], positions(ids[:1], 2)[0])
 
 
 def test_beam_search_with_confidence_is_refused_at_load(weights_dir):

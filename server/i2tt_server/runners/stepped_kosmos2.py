@@ -17,6 +17,17 @@ from .kosmos2 import Kosmos2Grounder
 from .stepped import SteppedEncoderDecoder, StepInputs, StepSequence, cache_argument
 
 
+def image_features(model, pixel_values):
+    """The image's features in the text model's space, as Kosmos-2's generate makes them:
+    its ``get_image_features`` (transformers 5.24), or the same steps inline (5.20)."""
+    import torch
+
+    if hasattr(model, "get_image_features"):
+        return model.get_image_features(pixel_values, return_dict=True).pooler_output
+    hidden = model.vision_model.model.post_layernorm(model.vision_model(pixel_values)[0])
+    return model.image_to_text_projection(torch.nn.functional.normalize(hidden, dim=-1))[0]
+
+
 class SteppedKosmos2(SteppedEncoderDecoder):
     """Over a loaded ``Kosmos2Grounder``: its Kosmos2ForConditionalGeneration, processor
     and settings (max_new_tokens); greedy search, CONFIDENCE when asked."""
@@ -37,8 +48,7 @@ class SteppedKosmos2(SteppedEncoderDecoder):
             batch = grounder.processor(text=[item.prompt], images=[item.image],
                                        return_tensors="pt")
         batch = grounder.to_device(batch)
-        image = grounder.model.get_image_features(batch["pixel_values"],
-                                                  return_dict=True).pooler_output
+        image = image_features(grounder.model, batch["pixel_values"])
         tokens = batch["input_ids"][0].tolist()
         # One group: each row has its own positions and mask, so prompts of any length
         # share steps (a padded static batch could not; why Kosmos2Grounder groups by them)

@@ -27,9 +27,9 @@ class RowPositions(torch.nn.Module):
         self.inner = inner
         self.positions = None  # [rows, 1] while a step runs
 
-    def forward(self, input_ids, cache_length: int = 0, **kwargs):
-        if self.positions is None:
-            return self.inner(input_ids, cache_length=cache_length, **kwargs)
+    def forward(self, input_ids, *args, **kwargs):
+        if self.positions is None:  # (the cache's length: cache_length in transformers
+            return self.inner(input_ids, *args, **kwargs)  # 5.24, past_key_values_length in 5.20)
         # the lookup TrOCRLearnedPositionalEmbedding makes, with per-row positions
         return torch.nn.functional.embedding(self.positions + self.inner.offset,
                                              self.inner.weight)
