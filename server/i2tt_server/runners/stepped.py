@@ -230,6 +230,8 @@ class StepInputs:
     positions: Any  # [rows, 1]: each row's own position (its tokens so far, less one)
     cache: Any  # EncoderDecoderCache over the batched caches (no cross part: decoder-only)
     decoder_mask: Any  # [rows, steps + 1], or None where no row is padded
+    full_mask: Any  # the same mask, all ones where no row is padded (decoder-only models'
+    # generate always passes one)
     text_mask: Any  # [rows, length]
     padded_text: bool  # whether some encoder output is shorter than ``length``
 
@@ -273,7 +275,7 @@ def step_inputs(states: Sequence[StepSequence], layers: int, device,
         torch.tensor([[p] for p in positions], device=device),
         EncoderDecoderCache(self_cache, cross_cache),
         # no padding to mask (the states are as long): as generate calls it, without one
-        None if bool(decoder_mask.all()) else decoder_mask, text_mask,
+        None if bool(decoder_mask.all()) else decoder_mask, decoder_mask, text_mask,
         any(s.text_length < length for s in states)), batch
 
 

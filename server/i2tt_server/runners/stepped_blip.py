@@ -72,12 +72,9 @@ class SteppedBlip(SteppedEncoderDecoder):
         import torch
 
         device = self.model.device
-        mask = inputs.decoder_mask  # generate always passes one: all ones, unpadded
-        if mask is None:
-            mask = torch.ones((inputs.rows, inputs.steps + 1), dtype=torch.long, device=device)
         # The cross keys/values are cached: the image states only lend their shape.
         hidden = torch.zeros((1, 1, self.width), dtype=self.model.dtype, device=device)
-        return self.decoder(input_ids=inputs.tokens, attention_mask=mask,
+        return self.decoder(input_ids=inputs.tokens, attention_mask=inputs.full_mask,
                             position_ids=inputs.positions,
                             encoder_hidden_states=hidden.expand(inputs.rows, inputs.length, -1),
                             encoder_attention_mask=inputs.text_mask, use_cache=True,

@@ -41,8 +41,6 @@ class SteppedKosmos2(SteppedEncoderDecoder):
         self.padding = self.decoder.model.embed_positions.padding_idx
 
     def begin(self, item, confidence: bool) -> StepSequence:
-        import torch
-
         grounder = self.grounder
         with grounder._tokenizer_lock:
             batch = grounder.processor(text=[item.prompt], images=[item.image],
@@ -64,16 +62,12 @@ class SteppedKosmos2(SteppedEncoderDecoder):
     def forward(self, inputs: StepInputs):
         import torch
 
-        device = self.model.device
-        mask = inputs.decoder_mask  # generate always passes one: all ones, unpadded
-        if mask is None:
-            mask = torch.ones((inputs.rows, inputs.steps + 1), dtype=torch.long, device=device)
         # as Kosmos-2's positions from its input ids: after the padding index, a pad token at it
         positions = torch.where(inputs.tokens != self.padding,
                                 inputs.positions + self.padding + 1,
                                 torch.full_like(inputs.positions, self.padding))
-        return self.decoder(input_ids=inputs.tokens, attention_mask=mask, position_ids=positions,
-                            use_cache=True, return_dict=True,
+        return self.decoder(input_ids=inputs.tokens, attention_mask=inputs.full_mask,
+                            position_ids=positions, use_cache=True, return_dict=True,
                             **{cache_argument(self.decoder): inputs.cache.self_attention_cache})
 
     def answer(self, tokens: list[int], _state) -> dict[str, Any]:
