@@ -68,6 +68,8 @@ class Settings(Parameters):
     # the tiny T5 took 230 ms instead of 7.7 with another process busy on both cores).
     share_cores: bool = False
     warmup: bool = True
+    # torch.compile the image encoder at load (runners.compiled), before the model is ready
+    compile_encoder: bool = False
     # static: Triton's dynamic batches, each generated to its end (one generate call).
     # inflight: one decoding step at a time over every live request, which joins and
     # leaves between steps (i2tt_server.inflight_adapter); only where the runner has a

@@ -22,6 +22,7 @@ class BlipCaptioner(PromptedImageRunner):
     settings_class = BlipSettings
     model_class = "BlipForConditionalGeneration"
     processor_class = "BlipProcessor"
+    compiled_encoder = "vision_model"
     checkpoints = {"blip-large": "Salesforce/blip-image-captioning-large",
                    "blip-base": "Salesforce/blip-image-captioning-base"}
 

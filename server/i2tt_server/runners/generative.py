@@ -37,6 +37,8 @@ class GenerativeRunner(Runner):
 
     settings_class: ClassVar[type[Settings]] = Settings
     gpu_dtype: ClassVar[str] = "float16"
+    # its model's attribute that ``compile_encoder`` compiles ("" where it has none)
+    compiled_encoder: ClassVar[str] = ""
     # transformers class names that load its weights folder (model, processor/tokenizer)
     model_class: ClassVar[str]
     processor_class: ClassVar[str]
@@ -69,6 +71,10 @@ class GenerativeRunner(Runner):
                 f"or `i2tt-server make-test-weights`, or set $I2TT_WEIGHTS)")
         log.info("%s: loading %s on %s as %s", self.name, self.path, self.device, self.dtype)
         self.load()
+        if settings.compile_encoder:
+            from .compiled import compile_encoder
+
+            compile_encoder(self)
         # Served in flight, the model warms up through its step loop instead
         # (TritonModel.serve_in_flight): its static path would never run.
         if settings.warmup and settings.batching == "static":

@@ -34,6 +34,7 @@ class Kosmos2Grounder(PromptedImageRunner):
     settings_class = Kosmos2Settings
     model_class = "Kosmos2ForConditionalGeneration"
     processor_class = "Kosmos2Processor"
+    compiled_encoder = "vision_model"
     checkpoints = {"kosmos-2": "microsoft/kosmos-2-patch14-224"}
     default_prompt = DEFAULT_PROMPT
 

@@ -22,6 +22,7 @@ class TrOCRReader(GenerativeRunner):
     settings_class = TrOCRSettings
     model_class = "VisionEncoderDecoderModel"
     processor_class = "TrOCRProcessor"
+    compiled_encoder = "encoder"
     checkpoints = {"trocr-printed": "microsoft/trocr-base-printed",
                    "trocr-handwritten": "microsoft/trocr-base-handwritten"}
 
