@@ -82,6 +82,9 @@ def build_parser(models: tuple[str, ...]) -> argparse.ArgumentParser:
                         help="torch threads per process for both sides: in-process, and each "
                              "served model (its torch_threads parameter). Default: the server's "
                              "own default (half the cores on CPU), used in-process too")
+    parser.add_argument("--compile-encoders", action="store_true",
+                        help="served and in-process rows with each image encoder compiled "
+                             "(the compile_encoder parameter); the seed-style rows stay eager")
     parser.add_argument("--nobatch-concurrency", type=int, nargs="+",
                         help="levels for the batching-off server (default 1 4 16: without batching, "
                              "throughput is flat past saturation and c=64 costs 64 serial requests)")

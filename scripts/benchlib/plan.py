@@ -55,7 +55,8 @@ def prepare(options: argparse.Namespace) -> Plan:
         sys.exit("error: --device cuda but torch sees no GPU")
     overrides = settings.Overrides(
         blip=options.blip or ("large" if device == "cuda" else "base"), device=device,
-        torch_threads=options.torch_threads, dtype=options.dtype)
+        torch_threads=options.torch_threads, dtype=options.dtype,
+        compile_encoder=options.compile_encoders)
     targets = [t for t in measured_models() if t in options.models]
     steps = sorted({s for t in targets for s in steps_of(t)})
     configured = settings.configured_settings(steps)

@@ -20,6 +20,7 @@ class Overrides:
     device: str  # cpu | cuda
     torch_threads: int | None
     dtype: str  # auto, or a dtype name
+    compile_encoder: bool = False  # every step with an image encoder compiles it
 
 
 def pinned_new_tokens(folder: Path) -> int | None:
@@ -54,6 +55,8 @@ def served_parameters(configured: dict, overrides: Overrides,
                       weights: Path) -> dict[str, dict[str, str]]:
     """Each step's effective settings with the bench's overrides applied: BLIP size, and
     max_new_tokens set to the length the weights pin (if they pin one)."""
+    from i2tt_server.runners import RUNNERS
+
     out = {}
     for step, settings in configured.items():
         params = {k: str(v).lower() if isinstance(v, bool) else str(v)
@@ -68,6 +71,8 @@ def served_parameters(configured: dict, overrides: Overrides,
             params["torch_threads"] = str(overrides.torch_threads)
         if overrides.dtype != "auto":
             params["dtype"] = overrides.dtype
+        if overrides.compile_encoder and RUNNERS[step].compiled_encoder:
+            params["compile_encoder"] = "true"
         out[step] = params
     return out
 
