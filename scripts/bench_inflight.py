@@ -42,6 +42,7 @@ from benchlib.console import log  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
 from benchlib.openloop import GOOD_S, OpenLoopRow, call_with_deadline, run_open_loop  # noqa: E402
 from benchlib.served import drive  # noqa: E402
+from benchlib.targets import input_of, is_ensemble, measured_models, steps_of  # noqa: E402
 from benchlib.weights import ensure_weights  # noqa: E402
 
 PATHS = ("static", "inflight")
@@ -56,7 +57,11 @@ LONG_PAGE, SHORT_PAGE = 60, 3  # lines
 def parse_args(argv=None) -> argparse.Namespace:
     from i2tt_server.runners import RUNNERS
 
-    capable = sorted(n for n, r in RUNNERS.items() if r.serves_in_flight()) + [PAGE_MODEL]
+    stepped = {n for n, r in RUNNERS.items() if r.serves_in_flight()}
+    # and the ensembles whose every step has an in-flight path (caption_tags)
+    ensembles = [m for m in measured_models() if is_ensemble(m)
+                 and set(steps_of(m)) <= stepped]
+    capable = sorted(stepped) + ensembles + [PAGE_MODEL]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=capable, default=capable)
@@ -91,7 +96,8 @@ def start(model: str, path: str, weights: Path, device: str, log_file: Path):
     repository = Path(tempfile.mkdtemp(prefix="i2tt-bench-inflight-")) / "repository"
     models = ModelRepository.read(find_repository()).with_called_models([model])
     edit = chain(*[set_parameter(m, "device", device) for m in models
-                   if issubclass(RUNNERS[m], GenerativeRunner)]) if device != "auto" else None
+                   if m in RUNNERS and issubclass(RUNNERS[m], GenerativeRunner)])\
+        if device != "auto" else None
     derive_repository(find_repository(), repository, edit, models=models)
     server = TritonServer(ServeOptions(repository, weights=weights, http_port=free_port(),
                                        grpc_port=free_port(), metrics_port=free_port(),
@@ -104,8 +110,10 @@ def decode_steps(server, model: str) -> float:
     url = f"http://127.0.0.1:{server.options.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    prefix = f'i2tt_decode_steps_total{{model="{model}"}}'
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+    # an ensemble's: its steps' together
+    prefixes = tuple(f'i2tt_decode_steps_total{{model="{m}"}}' for m in steps_of(model))
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(prefixes))
 
 
 def settled_steps(server, model: str) -> float:
@@ -128,9 +136,7 @@ def max_batch(server, model: str) -> int:
 def measure_path(model: str, path: str, args, payloads: Payloads, weights: Path,
                  capacity: float | None, offset: int) -> dict:
     """Every row of one path, on its own server."""
-    from i2tt_server.runners import RUNNERS
-
-    kind, name = RUNNERS[model].sample, RUNNERS[model].inputs[0]
+    kind, name = input_of(model)
     payload = lambda i: payloads.get(kind, i)  # noqa: E731
     log_file = ROOT / "build" / f"bench-inflight-{model}-{path}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +369,8 @@ def main(argv=None) -> int:
     from i2tt_server.repository import ModelRepository, find_repository
 
     served = ModelRepository.read(find_repository()).with_called_models(args.models)
-    folders = sorted({RUNNERS[m].default_folder() for m in served if RUNNERS[m].checkpoints})
+    folders = sorted({RUNNERS[m].default_folder() for m in served
+                      if m in RUNNERS and RUNNERS[m].checkpoints})
     weights = ensure_weights(args.weights, folders, DEFAULT_WEIGHTS, lengths="varied")
     payloads = Payloads(seed_images_dir(ROOT))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

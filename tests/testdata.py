@@ -106,3 +106,10 @@ def varied_end_bias(runner, items, end_token: int) -> float:
         return min(made) == 1, max(made) >= longest * 3 // 4, len(set(made))
 
     return max(sorted({gap + 1e-3 for row in gaps for gap in row if gap > 0}), key=spread)
+
+
+def cpp_compiler_missing() -> bool:
+    """torch.compile on a CPU builds its kernels with a C++ compiler (compile_encoder)."""
+    import shutil
+
+    return shutil.which("g++") is None and shutil.which("c++") is None

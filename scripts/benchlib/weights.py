@@ -21,29 +21,36 @@ def ensure_weights(given: Path | None, folders: list[str], default: Path = DEFAU
 
     root = given or default
     missing = missing_folders(root, folders)
-    if not given and builder_changed(root):
-        log(f"the weights builder changed since {root} was built: rebuilding")
-        missing = folders
     if missing and given:
         sys.exit(f"error: no weights for {missing} in {root}")
+    if not given:
+        outdated = [f for f in folders if f not in missing and built_by_another(root / f)]
+        if outdated:
+            log(f"the weights builder changed since {outdated} were built: rebuilding them")
+        missing += outdated
     if missing:
         from i2tt_server.weights.synthetic import make_test_weights
 
         log(f"building full-size random weights ({lengths} lengths) for {missing} in {root} "
             f"(once)")
         make_test_weights(root, "full", missing, log=log, lengths=lengths)
+        for folder in missing:
+            (root / folder / STAMP).write_text(builder_digest() + "\n")
     return root
 
 
-def builder_changed(root: Path) -> bool:
-    """Whether the weights in ``root`` were built by another version of the builder (then
-    stamps the current one). Weights built by an older builder measure something else (a
-    changed tokenizer changes every sequence length): they are rebuilt."""
+STAMP = "builder.sha256"  # in each folder built: the builder's digest
+
+
+def builder_digest() -> str:
     from i2tt_server.weights import synthetic
 
-    stamp = root / "builder.sha256"
-    digest = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
-    changed = stamp.is_file() and stamp.read_text().strip() != digest
-    root.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest + "\n")
-    return changed
+    return hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
+
+
+def built_by_another(folder: Path) -> bool:
+    """Whether the weights in ``folder`` were built by another version of the builder (or
+    before folders were stamped). Weights built by an older builder measure something else
+    (a changed tokenizer changes every sequence length): they are rebuilt."""
+    stamp = folder / STAMP
+    return not stamp.is_file() or stamp.read_text().strip() != builder_digest()

@@ -16,10 +16,12 @@ from i2tt_server.repository import chain, derive_repository, set_parameter
 from i2tt_server.runners import TrOCRReader
 from i2tt_server.serve_options import ServeOptions
 import pages
-from testdata import REPOSITORY
+from testdata import REPOSITORY, cpp_compiler_missing
 from triton_calls import infer
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600),
+              pytest.mark.skipif(cpp_compiler_missing(),
+                                 reason="torch.compile on a CPU needs a C++ compiler")]
 
 
 def png(image) -> bytes:

@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import report  # noqa: E402
 from benchlib.inputs import Payloads, seed_images_dir  # noqa: E402
 from benchlib.stats import Row, percentile  # noqa: E402
+from benchlib.weights import STAMP, builder_digest, built_by_another  # noqa: E402
 
 
 def test_percentile_interpolates():
@@ -88,3 +89,14 @@ def test_pages_of_the_in_flight_benchmark_and_its_report_keeping_earlier_models(
     text = bench.markdown({"ocr_page": {"settings": {}, "static": static, "inflight": inflight,
                                         "ratios": ratios}})
     assert "| inflight | 10.00 | 1.00 | 2.00 | 12.00 | 1 of 1 |" in text
+
+
+def test_weights_are_rebuilt_per_folder_when_the_builder_changed(tmp_path):
+    """Each folder carries the digest of the builder that made it: another folder's
+    rebuild does not make it current."""
+    fresh, old, unstamped = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder in (fresh, old, unstamped):
+        folder.mkdir()
+    (fresh / STAMP).write_text(builder_digest() + "\n")
+    (old / STAMP).write_text("0" * 64 + "\n")
+    assert [built_by_another(f) for f in (fresh, old, unstamped)] == [False, True, True]

@@ -10,8 +10,6 @@ weights whose answers end at varied lengths (testdata.end_at_varied_lengths), fl
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -21,9 +19,9 @@ from pages import text_lines
 from reference import shared_step_tolerance
 from test_stepped_prompted import crops
 from test_stepped_t5 import run
-from testdata import end_at_varied_lengths
+from testdata import cpp_compiler_missing, end_at_varied_lengths
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+pytestmark = pytest.mark.skipif(cpp_compiler_missing(),
                                 reason="torch.compile on a CPU needs a C++ compiler")
 MAX_NEW_TOKENS = 12
 

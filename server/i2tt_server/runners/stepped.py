@@ -159,14 +159,17 @@ def pad_steps(state: StepSequence, layer: int, which: int, steps: int):
         return torch.zeros((state.rows, like.shape[1], steps, like.shape[3]),
                            dtype=like.dtype, device=like.device)
     tensor = state.cache[layer][which]
-    return F.pad(tensor, (0, 0, steps - tensor.shape[2], 0))
+    # (as it is where no padding is needed: F.pad would copy it, and the join copies again)
+    missing = steps - tensor.shape[2]
+    return F.pad(tensor, (0, 0, missing, 0)) if missing else tensor
 
 
 def pad_text(tensor, length: int, rows: int):
     """[1, heads, s, d] -> [rows, heads, length, d], zeros on the RIGHT."""
     import torch.nn.functional as F
 
-    return F.pad(tensor, (0, 0, 0, length - tensor.shape[2])).expand(rows, -1, -1, -1)
+    missing = length - tensor.shape[2]
+    return (F.pad(tensor, (0, 0, 0, missing)) if missing else tensor).expand(rows, -1, -1, -1)
 
 
 @dataclasses.dataclass

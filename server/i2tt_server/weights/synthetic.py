@@ -59,11 +59,23 @@ FULL_NEW_TOKENS = {"blip": 20, "kosmos": 32, "trocr": 16, "t5": 32}
 #   trocr-printed page crops bfloat16 5/8/11.5/14/15, float32 6/8/11/17/19
 #   trocr-handwritten lines  bfloat16 9/10/12.5/16/19, float32 8/11/13/16/19
 # none at 64; the pad token (a zero row of the tied embedding, so its logit is 0 against
-# the best token's ~55) never chosen. Not calibrated yet for BLIP and Kosmos-2.
+# the best token's ~55) never chosen.
+# Random full-size BLIP captions every image alone with the same tokens: the vision
+# encoder's states barely reach the text decoder. With the vision encoder's init at 10x
+# (VARIED_BLIP_VISION_INIT) each image has its own caption, its tokens changing as it goes,
+# and the end token 1.2 to 3 below the best one, by a level per image more than by step. So
+# the end token is raised by VARIED_END_BIAS and barred for the first VARIED_MIN_NEW_TOKENS
+# (generate's min_new_tokens). BLIP's generate is its text decoder's, whose generation
+# config is made from the text config, not read from generation_config.json: both go into
+# the text config. Calibrated on blip-large, greedy, bfloat16, 30 new tokens at most, on 16
+# benchlib photos (Payloads.photo 0-15), new tokens with the end token: min 8, p10 8,
+# median 11.5, max 30 (6 of 16 at 30). Not calibrated for Kosmos-2.
 VARIED_T5_INIT = 10.0
 VARIED_TROCR_INIT = 0.4
+VARIED_BLIP_VISION_INIT = 0.2
+VARIED_MIN_NEW_TOKENS = {"blip": 8}
 # A family's end bias, or one per variant (its runner's checkpoints, in their order)
-VARIED_END_BIAS = {"t5": 300.0, "trocr": (17.0, 2.0)}
+VARIED_END_BIAS = {"t5": 300.0, "trocr": (17.0, 2.0), "blip": 2.05}
 # (start, factor) of generate's exponential_decay_length_penalty, where a family has one
 VARIED_END_GROWTH = {"trocr": (0, 1.08)}
 LENGTHS = ("pinned", "varied")
@@ -127,6 +139,8 @@ def build_blip(dest: Path, size: str, variant: int, lengths: str = "pinned") -> 
                           num_hidden_layers=24 if large else 12, num_attention_heads=16 if large else 12,
                           patch_size=16))
     vision["image_size"] = image_size
+    if size == "full" and lengths == "varied":
+        vision["initializer_range"] = VARIED_BLIP_VISION_INIT
     text = _for_size(size,
                    dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, max_position_embeddings=64, initializer_range=0.05),
@@ -251,10 +265,14 @@ def _save(model, processor, dest: Path, size: str, family: str,
     if size == "full" and lengths == "varied":
         # generate's own sequence_bias: the end token's logit raised by a constant, so an
         # answer ends where the end token comes within that of the best other token
-        end = model.generation_config.eos_token_id
         bias = VARIED_END_BIAS[family]
         bias = bias[variant] if isinstance(bias, tuple) else bias
-        model.generation_config.sequence_bias = [[[end], bias]]
+        # where the generate that answers reads its settings (BLIP: the text config)
+        config = model.config.text_config if family == "blip" else model.generation_config
+        end = config.sep_token_id if family == "blip" else config.eos_token_id
+        config.sequence_bias = [[[end], bias]]
+        if family in VARIED_MIN_NEW_TOKENS:
+            config.min_new_tokens = VARIED_MIN_NEW_TOKENS[family]
         if family in VARIED_END_GROWTH:  # then by a share of it growing at every step
             model.generation_config.exponential_decay_length_penalty = \
                 VARIED_END_GROWTH[family]
