@@ -87,14 +87,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def start(model: str, path: str, weights: Path, device: str, log_file: Path):
     from i2tt_server.launcher import TritonServer, free_port
-    from i2tt_server.repository import (ModelRepository, chain, derive_repository,
-                                        find_repository, set_parameter)
+    from i2tt_server.repository import chain, derive_repository, find_repository, set_parameter
     from i2tt_server.runners import RUNNERS
     from i2tt_server.runners.generative import GenerativeRunner
     from i2tt_server.serve_options import ServeOptions
 
     repository = Path(tempfile.mkdtemp(prefix="i2tt-bench-inflight-")) / "repository"
-    models = ModelRepository.read(find_repository()).with_called_models([model])
+    models = served_models([model])
     edit = chain(*[set_parameter(m, "device", device) for m in models
                    if m in RUNNERS and issubclass(RUNNERS[m], GenerativeRunner)])\
         if device != "auto" else None
@@ -104,6 +103,14 @@ def start(model: str, path: str, weights: Path, device: str, log_file: Path):
                                        host="127.0.0.1", cache_size=0, scheduling=path,
                                        log_file=log_file))
     return server.start(timeout=1800)
+
+
+def served_models(models: list[str]) -> list[str]:
+    """``models``, an ensemble's steps and the models they call: what the server loads."""
+    from i2tt_server.repository import ModelRepository, find_repository
+
+    wanted = [m for model in models for m in [model, *steps_of(model)]]
+    return ModelRepository.read(find_repository()).with_called_models(list(dict.fromkeys(wanted)))
 
 
 def decode_steps(server, model: str) -> float:
@@ -366,9 +373,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from i2tt_server.runners import RUNNERS
 
-    from i2tt_server.repository import ModelRepository, find_repository
-
-    served = ModelRepository.read(find_repository()).with_called_models(args.models)
+    served = served_models(args.models)
     folders = sorted({RUNNERS[m].default_folder() for m in served
                       if m in RUNNERS and RUNNERS[m].checkpoints})
     weights = ensure_weights(args.weights, folders, DEFAULT_WEIGHTS, lengths="varied")
@@ -391,10 +396,11 @@ def main(argv=None) -> int:
             verdict = met(name, value)
             print(f"  {model}: {name}: {value:.2f}"
                   + ("" if verdict is None else f"  target {'met' if verdict else 'MISSED'}"))
-    args.out.with_suffix(".json").write_text(json.dumps({"results": results}, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(results))
-    plot(results, args.out.with_suffix(".png"))
-    log(f"wrote {args.out}.md, .json and .png")
+        # after each model, so that a later one's failure loses nothing measured
+        args.out.with_suffix(".json").write_text(json.dumps({"results": results}, indent=1))
+        args.out.with_suffix(".md").write_text(markdown(results))
+        plot(results, args.out.with_suffix(".png"))
+        log(f"wrote {args.out}.md, .json and .png")
     return 0
 
 
