@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from i2tt_server.runners import BlipCaptioner, T5Tagger, TrOCRReader
+from i2tt_server.runners.compiled import torch_at_least
 from i2tt_server.runners.prompted import PromptedImage
 from pages import text_lines
 from reference import shared_step_tolerance
@@ -54,6 +55,9 @@ def pair(request, weights_dir):
                    "blip": (BlipCaptioner, [PromptedImage(image, None)
                                             for image in crops(12)])}[request.param[0]]
     dtype = request.param[1]
+    if dtype != "float32" and not torch_at_least(2, 8):
+        pytest.skip("16-bit compiled encoders are refused on this torch "
+                    "(test_16_bit_is_refused_where_torch_changes_answers)")
     eager = runner(kind, weights_dir, False, dtype)
     end_at_varied_lengths(eager, items)
     before = graphs()
@@ -123,3 +127,9 @@ def test_stepped_answers_are_the_eager_ones(pair):
 def test_a_runner_without_an_image_encoder_refuses_it(weights_dir):
     with pytest.raises(ValueError, match="t5_tags has no image encoder"):
         runner(T5Tagger, weights_dir, compiled=True)
+
+
+@pytest.mark.skipif(torch_at_least(2, 8), reason="torch 2.8+ compiles 16-bit encoders")
+def test_16_bit_is_refused_where_torch_changes_answers(weights_dir):
+    with pytest.raises(ValueError, match="needs torch 2.8 or later"):
+        runner(TrOCRReader, weights_dir, True, "bfloat16")

@@ -44,6 +44,12 @@ def utf8_files() -> None:
             continue
 
 
+def torch_at_least(major: int, minor: int) -> bool:
+    import torch
+
+    return tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (major, minor)
+
+
 def compile_encoder(runner) -> None:
     """Compile ``runner``'s encoder and warm it up for one item and for a batch."""
     import torch
@@ -55,8 +61,16 @@ def compile_encoder(runner) -> None:
     # Triton model process is the backend's stub, not Python.
     inductor.compile_threads = 1
     # 16-bit activations rounded after each operation as in eager mode, not once per fused
-    # kernel: closer to the eager answers the served ones must equal.
-    inductor.emulate_precision_casts = True
+    # kernel: closer to the eager answers the served ones must equal. torch 2.7 (the
+    # image's) fails with it ("to_dtype() got an unexpected keyword argument
+    # 'use_compute_types'"), and without it 6 of 16 tiny TrOCR lines changed in bfloat16:
+    # 16-bit encoders are refused there.
+    if runner.dtype in (torch.float16, torch.bfloat16):
+        if not torch_at_least(2, 8):
+            raise ValueError(f"compile_encoder: {runner.name} in {runner.dtype} needs torch "
+                             f"2.8 or later (this torch's compiled 16-bit kernels change "
+                             f"answers); use dtype float32 or turn compile_encoder off")
+        inductor.emulate_precision_casts = True
     module.compile()
     started = time.perf_counter()
     items = runner.warmup_items()
