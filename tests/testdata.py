@@ -50,19 +50,27 @@ def end_at_varied_lengths(runner, items) -> float:
     generate reads (BLIP's and Kosmos-2's text models have their own), by
     ``varied_end_bias``; the bias."""
     model = runner.model
-    kind = type(model).__name__
-    if kind == "BlipForConditionalGeneration":
-        config, end = model.text_decoder.generation_config, model.config.text_config.sep_token_id
-    elif kind == "Kosmos2ForConditionalGeneration":
-        config = model.text_model.generation_config
-        end = config.eos_token_id
+    config = generating_module(runner).generation_config
+    if type(model).__name__ == "BlipForConditionalGeneration":
+        end = model.config.text_config.sep_token_id
     else:
-        config = model.generation_config
         end = config.eos_token_id
     config.sequence_bias = None  # measured without one
     bias = varied_end_bias(runner, items, end)
     config.sequence_bias = [[[end], bias]]
     return bias
+
+
+def generating_module(runner):
+    """The module whose generation config the runner's generate reads: BLIP's and
+    Kosmos-2's text models have their own."""
+    model = runner.model
+    kind = type(model).__name__
+    if kind == "BlipForConditionalGeneration":
+        return model.text_decoder
+    if kind == "Kosmos2ForConditionalGeneration":
+        return model.text_model
+    return model
 
 
 def varied_end_bias(runner, items, end_token: int) -> float:

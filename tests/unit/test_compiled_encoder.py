@@ -20,7 +20,7 @@ from pages import text_lines
 from reference import shared_step_tolerance
 from test_stepped_prompted import crops
 from test_stepped_t5 import run
-from testdata import cpp_compiler_missing, end_at_varied_lengths
+from testdata import cpp_compiler_missing, end_at_varied_lengths, generating_module
 
 pytestmark = pytest.mark.skipif(cpp_compiler_missing(),
                                 reason="torch.compile on a CPU needs a C++ compiler")
@@ -41,11 +41,6 @@ def graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def generation_config_holder(runner):
-    """The module whose generation config its generate reads (BLIP's text decoder)."""
-    return runner.model.text_decoder if isinstance(runner, BlipCaptioner) else runner.model
-
-
 @pytest.fixture(scope="module", params=[(m, d) for m in ("trocr", "blip")
                                         for d in ("float32", "bfloat16")])
 def pair(request, weights_dir):
@@ -63,8 +58,7 @@ def pair(request, weights_dir):
     before = graphs()
     compiled = runner(kind, weights_dir, True, dtype)
     compiled_graphs = graphs() - before
-    generation_config_holder(compiled).generation_config = \
-        generation_config_holder(eager).generation_config
+    generating_module(compiled).generation_config = generating_module(eager).generation_config
     yield eager, compiled, items, compiled_graphs
     torch.compiler.set_stance("default")  # as compile_encoder left it after warm-up
     torch._dynamo.reset()
