@@ -46,12 +46,16 @@ def regions_in_use() -> set[str]:
             if at >= 0:
                 used.add(line[at:].split()[0])
         try:
-            for fd in (entry / "fd").iterdir():
-                target = os.readlink(fd)
-                if PREFIX in target:
-                    used.add(Path(target).name)
+            fds = list((entry / "fd").iterdir())
         except OSError:
             continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:  # this one closed meanwhile: the process's others still count
+                continue
+            if PREFIX in target:
+                used.add(Path(target).name)
     return used
 
 
